@@ -1,0 +1,44 @@
+# `make demo` runs the main job, `make test` the tests; both set up .venv first (a second setup is a no-op).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup test lint typecheck pytest demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: the pinned release is a CPU build on these machines; an unpinned one pulls CUDA (GBs).
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	WANDB_MODE=disabled $(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: setup
+	$(BIN)/rlhf bandit --figure 2.2 --out $(DEMO_OUT)/bandit-figure-2.2
+	$(BIN)/rlhf bandit --figure 2.6 --runs 500 --out $(DEMO_OUT)/bandit-figure-2.6
+	$(BIN)/rlhf tabular --env GridWorld-v0 --preset cliff --algo sarsa --algo q-learning \
+		--alpha 0.5 --epsilon 0.1 --episodes 500 --runs 20 --out $(DEMO_OUT)/tabular-cliff
+	$(BIN)/rlhf tabular --env FrozenLake-v1 --algo value-iteration --gamma 0.99 --out $(DEMO_OUT)/tabular-frozenlake
+	@echo "Reports: $(DEMO_OUT)/*/report.html"
+
+bench: setup
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Small shared leaves: errors, run folders, metrics logging, reports, progress."""

@@ -1,0 +1,146 @@
+"""Self-contained plotly HTML reports: figures, tables and notes on one page, plotly.js inlined once.
+
+No CDN: the page must open on an offline machine.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+def color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def add_curve_with_band(
+    fig: go.Figure,
+    x: Sequence[float] | np.ndarray,
+    mean: Sequence[float] | np.ndarray,
+    low: Sequence[float] | np.ndarray | None,
+    high: Sequence[float] | np.ndarray | None,
+    name: str,
+    line_color: str,
+    row: int | None = None,
+    col: int | None = None,
+) -> None:
+    """A mean curve with a shaded band (e.g. a 95% interval across runs or seeds) in one legend group."""
+    xs = np.asarray(x, dtype=float)
+    where = {"row": row, "col": col} if row is not None else {}
+    if low is not None and high is not None:
+        band_x = np.concatenate([xs, xs[::-1]])
+        band_y = np.concatenate([np.asarray(high, dtype=float), np.asarray(low, dtype=float)[::-1]])
+        fig.add_trace(
+            go.Scatter(
+                x=band_x,
+                y=band_y,
+                fill="toself",
+                fillcolor=_rgba(line_color, 0.18),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=name,
+            ),
+            **where,
+        )
+    fig.add_trace(
+        go.Scatter(x=xs, y=np.asarray(mean, dtype=float), name=name, legendgroup=name, line={"color": line_color}),
+        **where,
+    )
+
+
+def mean_and_band(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over ``axis`` and a 95% normal interval of that mean (mean +- 1.96 standard errors)."""
+    mean = values.mean(axis=axis)
+    count = values.shape[axis]
+    if count < 2:
+        return mean, mean, mean
+    sem = values.std(axis=axis, ddof=1) / np.sqrt(count)
+    return mean, mean - 1.96 * sem, mean + 1.96 * sem
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average along the last axis (the first points average what exists so far)."""
+    if window <= 1:
+        return values
+    cumsum = np.cumsum(values, axis=-1, dtype=float)
+    out = np.empty_like(cumsum)
+    out[..., :window] = cumsum[..., :window] / np.arange(1, min(window, values.shape[-1]) + 1)
+    out[..., window:] = (cumsum[..., window:] - cumsum[..., :-window]) / window
+    return out
+
+
+class Report:
+    """An HTML page of sections; ``write`` inlines plotly.js once so the file opens anywhere, offline."""
+
+    def __init__(self, title: str, subtitle: str = "") -> None:
+        self.title = title
+        self.subtitle = subtitle
+        self._parts: list[str] = []
+
+    def heading(self, text: str) -> None:
+        self._parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def text(self, text: str) -> None:
+        self._parts.append(f"<p>{html.escape(text)}</p>")
+
+    def raw_html(self, fragment: str) -> None:
+        self._parts.append(fragment)
+
+    def figure(self, fig: go.Figure, caption: str = "") -> None:
+        fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50})
+        self._parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+        if caption:
+            self._parts.append(f"<p class='caption'>{html.escape(caption)}</p>")
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        def cell(value: Any) -> str:
+            if isinstance(value, float):
+                return f"{value:.4g}"
+            return html.escape(str(value))
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+        self._parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def render(self) -> str:
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+            "text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}"
+            ".caption{color:#555;font-size:0.9em}"
+        )
+        subtitle = f"<p>{html.escape(self.subtitle)}</p>" if self.subtitle else ""
+        return (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{html.escape(self.title)}"
+            f"</title><style>{style}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>{subtitle}{''.join(self._parts)}</body></html>"
+        )
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.render())

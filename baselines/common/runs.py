@@ -1,0 +1,153 @@
+"""Run folders: the contract that tools and benchmarks read.
+
+Every command that trains or evaluates writes ``--out DIR`` holding ``config.json`` (the resolved config),
+``metrics.jsonl`` (one JSON object per log step), ``summary.json`` (final figures) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from baselines.common.errors import ConfigError
+
+
+def default_run_dir(command: str, env_id: str | None = None) -> Path:
+    """``runs/<command>-<env>-<time>``, the default ``--out``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    parts = [command] + ([env_id.replace("/", "_")] if env_id else []) + [stamp]
+    return Path("runs") / "-".join(parts)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, paths, tuples and numpy scalars/arrays into plain JSON values (NaN -> null)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON atomically (a crash never leaves half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    """One run's folder. Create it only after the config validated, so bad input writes nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, path: Path, config: Any, allow_existing: bool = False) -> RunFolder:
+        """Make ``path`` and write ``config.json``; refuse a folder that already holds a run."""
+        if (path / "summary.json").exists() and not allow_existing:
+            raise ConfigError(f"{path} already holds a finished run; choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(path)
+        write_json(path / "config.json", config)
+        return folder
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        write_json(self.summary_path, summary)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All rows of ``metrics.jsonl`` (empty when nothing was logged)."""
+        if not self.metrics_path.exists():
+            return []
+        with self.metrics_path.open() as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+def _wandb_mode() -> str:
+    """Online only when the user is logged in (an API key in the environment or ~/.netrc), else offline."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    netrc = Path.home() / ".netrc"
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
+    return "online" if logged_in else "offline"
+
+
+class MetricsLogger:
+    """Appends one JSON object per ``log`` call to ``metrics.jsonl``; mirrors to wandb when ``track``.
+
+    Keys are namespaced (``charts/episodic_return``, ``losses/td_loss``); every row carries ``step``
+    (env steps or the experiment's own step unit) and ``time`` (seconds since the logger started).
+    """
+
+    def __init__(
+        self, folder: RunFolder, config: Any = None, track: bool = False, project: str = "rlhf-pipeline"
+    ) -> None:
+        self.folder = folder
+        self.start = time.perf_counter()
+        self._file = folder.metrics_path.open("a")
+        self._wandb: Any = None
+        if track:
+            import wandb  # imported lazily: most runs do not track
+
+            self._wandb = wandb.init(
+                project=project,
+                name=folder.path.name,
+                dir=str(folder.path),
+                config=to_jsonable(config) if config is not None else None,
+                mode=_wandb_mode(),  # type: ignore[arg-type]
+                reinit=True,
+            )
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        row = {"step": int(step), "time": round(time.perf_counter() - self.start, 4), **to_jsonable(metrics)}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=int(step))
+
+    def close(self) -> None:
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
