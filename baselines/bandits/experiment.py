@@ -184,12 +184,13 @@ def simulate(
     start = time.perf_counter()
     for t in range(steps):
         actions = agent.act()
-        rewards = testbed.pull(actions)
+        true_values = testbed.true_values(actions)
+        rewards = testbed.pull(actions, true_values)
         agent.update(actions, rewards)
         reward_mean[t] = rewards.mean()
         reward_std[t] = rewards.std()
-        optimal_mean[t] = testbed.is_optimal(actions).mean()
-        regret_mean[t] = testbed.regret(actions).mean()
+        optimal_mean[t] = np.count_nonzero(true_values >= testbed.best_value) / runs
+        regret_mean[t] = testbed.best_value.mean() - true_values.mean()
         testbed.advance()
         if on_progress is not None and (t + 1) % 100 == 0:
             on_progress(100)

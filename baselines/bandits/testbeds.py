@@ -45,17 +45,22 @@ class BanditTestbed:
         self.best_action = self.q_star.argmax(axis=1)
         self.best_value = self.q_star[self._run_index, self.best_action]
 
-    def pull(self, actions: np.ndarray) -> np.ndarray:
-        """Rewards ``(runs,)`` for one action per run."""
-        return self.rng.normal(self.q_star[self._run_index, actions], 1.0)
+    def true_values(self, actions: np.ndarray) -> np.ndarray:
+        """``q*(A_t)`` per run ``(runs,)``."""
+        return self.q_star[self._run_index, actions]
+
+    def pull(self, actions: np.ndarray, true_values: np.ndarray | None = None) -> np.ndarray:
+        """Rewards ``(runs,)`` for one action per run (pass ``true_values`` when already looked up)."""
+        values = self.true_values(actions) if true_values is None else true_values
+        return values + self.rng.standard_normal(values.shape[0])
 
     def regret(self, actions: np.ndarray) -> np.ndarray:
         """Expected regret ``max_a q*(a) - q*(A_t)`` per run, for the actions just taken."""
-        return self.best_value - self.q_star[self._run_index, actions]
+        return self.best_value - self.true_values(actions)
 
     def is_optimal(self, actions: np.ndarray) -> np.ndarray:
         """Whether each action is the optimal arm. With ties in q* (non-stationary start), any maximizer counts."""
-        return self.q_star[self._run_index, actions] >= self.best_value
+        return self.true_values(actions) >= self.best_value
 
     def advance(self) -> None:
         """Move the random walks one step (no-op when stationary)."""

@@ -1,0 +1,78 @@
+"""The hand-written backward, flat Adam and clipping against torch autograd, nn.Linear and torch.optim.Adam."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec
+
+
+def _reference(spec: MLPSpec, flat: FlatParameters, index: int) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    mlp = flat.mlps[index]
+    for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+        layers.append(linear)
+        if i < len(mlp.weights) - 1:
+            layers.append(torch.nn.Tanh() if spec.activation == "tanh" else torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_forward_and_backward_match_autograd(activation: str) -> None:
+    specs = [MLPSpec((4, 16, 16, 3), activation, 0.01), MLPSpec((4, 8, 1), activation, 1.0)]  # type: ignore[arg-type]
+    flat = FlatParameters(specs, torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(32, 4, dtype=torch.float64)
+    grad_out = [torch.randn(32, 3, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)]
+    offset = 0
+    for index, spec in enumerate(specs):
+        ref = _reference(spec, flat, index)
+        y_ref = ref(x)
+        y = flat.mlps[index].forward(x)
+        torch.testing.assert_close(y, y_ref.detach())
+        y_ref.backward(grad_out[index])
+        flat.mlps[index].backward(grad_out[index])
+        expected = torch.cat([p.grad.flatten() for p in ref.parameters() if p.grad is not None])
+        torch.testing.assert_close(flat.grad[offset : offset + expected.numel()], expected)
+        offset += expected.numel()
+    assert offset == flat.grad.numel()
+
+
+def test_orthogonal_init_gains_and_zero_bias() -> None:
+    flat = FlatParameters([MLPSpec((64, 64, 2), "tanh", 0.01)], torch.Generator().manual_seed(0))
+    hidden, out = flat.mlps[0].weights
+    torch.testing.assert_close(hidden @ hidden.t(), 2.0 * torch.eye(64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out @ out.t(), 1e-4 * torch.eye(2), atol=1e-7, rtol=0)
+    assert all(torch.all(b == 0) for b in flat.mlps[0].biases)
+
+
+def test_flat_adam_and_clipping_match_torch() -> None:
+    flat = FlatParameters([MLPSpec((3, 5, 2), "relu")], torch.Generator().manual_seed(1), dtype=torch.float64)
+    reference = flat.data.clone().requires_grad_(True)
+    ours = FlatAdam(flat, lr=1e-2, eps=1e-5)
+    torch_adam = torch.optim.Adam([reference], lr=1e-2, eps=1e-5)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        grad = torch.randn(flat.data.shape, generator=gen, dtype=torch.float64) * 3
+        flat.grad.copy_(grad)
+        reference.grad = grad.clone()
+        norm = flat.clip_grad_norm(0.5)
+        torch_norm = torch.nn.utils.clip_grad_norm_([reference], 0.5)
+        torch.testing.assert_close(norm, torch_norm)
+        ours.step()
+        torch_adam.step()
+        torch.testing.assert_close(flat.data, reference.detach())
+
+
+def test_bind_copy_reads_another_tensor() -> None:
+    flat = FlatParameters([MLPSpec((2, 4, 1), "relu")], torch.Generator().manual_seed(0))
+    target = flat.data.clone()
+    (target_mlp,) = flat.bind_copy(target)
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(target_mlp.forward(x, cache=False), flat.mlps[0].forward(x))
+    flat.data.add_(1.0)
+    assert not torch.allclose(target_mlp.forward(x, cache=False), flat.mlps[0].forward(x))
