@@ -1,4 +1,9 @@
-"""The `rlhf` command: one entry point, one subcommand per job, config dataclasses turned into flags by tyro."""
+"""The `rlhf` command: one entry point, one subcommand per job, config dataclasses turned into flags by tyro.
+
+Configs with per-env defaults (``cli_default``) are built in two passes: ``--env``, ``--config FILE`` and
+``--resume DIR`` pick the defaults (rl-zoo style tables, a tuner's best config, a run to continue), then every
+other flag overrides them. ``--help`` shows the defaults of the env given.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,17 @@ from typing import Any
 import tyro
 
 from baselines.bandits.experiment import BanditConfig, run_bandit
+from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError
+from baselines.ppo import PPOConfig, train_ppo
 
-# Subcommand name -> (config class, runner). The runner validates, writes the run folder and returns summary.json.
+# Subcommand -> (config class, runner). A runner validates, writes the run folder and returns summary.json.
 COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "bandit": (BanditConfig, run_bandit),
+    "ppo": (PPOConfig, train_ppo),
 }
+
+DESCRIPTION = "rlhf-pipeline: classic RL baselines to reinforcement learning from human feedback."
 
 
 def _headline(summary: dict[str, Any]) -> str:
@@ -30,17 +40,28 @@ def _headline(summary: dict[str, Any]) -> str:
     return json.dumps(shown)
 
 
+def parse(argv: Sequence[str]) -> tuple[str, Any]:
+    """``(subcommand, config)`` from the command line; ConfigError for bad --env/--config/--resume values."""
+    args = list(argv)
+    if not args or args[0] not in COMMANDS:  # top-level help, or tyro's own error for an unknown subcommand
+        tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, prog="rlhf", description=DESCRIPTION
+        )
+        raise SystemExit(2)
+    name, rest = args[0], args[1:]
+    cls = COMMANDS[name][0]
+    default = None
+    if hasattr(cls, "cli_default") and not ({"-h", "--help"} & set(rest) and find_flag(rest, "--env") is None):
+        default = cls.cli_default(find_flag(rest, "--env"), find_flag(rest, "--config"), find_flag(rest, "--resume"))
+    return name, tyro.cli(cls, args=rest, prog=f"rlhf {name}", default=default)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand; user errors print one line and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    config = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()},
-        args=args,
-        prog="rlhf",
-        description="rlhf-pipeline: classic RL baselines to reinforcement learning from human feedback.",
-    )
-    command = next(name for name, (cls, _) in COMMANDS.items() if isinstance(config, cls))
+    command = args[0] if args else "rlhf"
     try:
+        command, config = parse(args)
         summary = COMMANDS[command][1](config)
     except ConfigError as error:
         print(f"rlhf {command}: error: {error}", file=sys.stderr)

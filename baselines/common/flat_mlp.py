@@ -102,22 +102,39 @@ class FlatParameters:
         generator: torch.Generator,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        extras: Sequence[tuple[str, int, float]] = (),
     ) -> None:
+        """``extras``: further parameter vectors ``(name, size, initial value)`` (e.g. a policy's log-std)."""
         self.specs = list(specs)
+        self.extra_specs = list(extras)
         total = sum(math.prod(shape) for spec in specs for shape in spec.shapes)
+        total += sum(size for _, size, _ in extras)
         self.data = torch.zeros(total, dtype=dtype)
         self.grad = torch.zeros(total, dtype=dtype)
-        self.mlps = self._bind(self.data, self.grad)
+        self._bind_all()
         for mlp in self.mlps:  # orthogonal init (SB3 / CleanRL): gain sqrt(2) hidden, spec.out_gain last; bias 0
             for i, weight in enumerate(mlp.weights):
                 gain = mlp.spec.out_gain if i == len(mlp.weights) - 1 else math.sqrt(2.0)
                 weight.copy_(torch.nn.init.orthogonal_(torch.empty_like(weight), gain=gain, generator=generator))
+        for name, _, value in extras:
+            self.extra[name].fill_(value)
         self.data = self.data.to(device)
         self.grad = self.grad.to(device)
+        self._bind_all()
+
+    def _bind_all(self) -> None:
         self.mlps = self._bind(self.data, self.grad)
+        offset = self.data.numel() - sum(size for _, size, _ in self.extra_specs)
+        self.extra: dict[str, torch.Tensor] = {}
+        self.extra_grad: dict[str, torch.Tensor] = {}
+        for name, size, _ in self.extra_specs:
+            self.extra[name] = self.data[offset : offset + size]
+            self.extra_grad[name] = self.grad[offset : offset + size]
+            offset += size
 
     def _bind(self, data: torch.Tensor, grad: torch.Tensor | None) -> list[MLP]:
-        mlps, offset = [], 0
+        mlps: list[MLP] = []
+        offset = 0
         for spec in self.specs:
             params, end = _views(data, spec.shapes, offset)
             grads = _views(grad, spec.shapes, offset)[0] if grad is not None else None

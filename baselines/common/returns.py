@@ -1,0 +1,42 @@
+"""Generalized advantage estimation (Schulman et al. 2016, https://arxiv.org/abs/1506.02438), vectorized over envs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns for a rollout of ``T`` steps from ``N`` envs (all arrays ``(T, N)``).
+
+    Args:
+        rewards: ``r_t``, the reward of the transition taken at step t.
+        values: ``V(s_t)``.
+        next_values: ``V(s_{t+1})`` of the transition's own next state: for a truncated step, the value of the
+            final observation (we bootstrap through a time limit); for a terminated step it is ignored.
+        terminated: the episode ended in a terminal state at step t (no bootstrap).
+        truncated: the episode was cut at step t (bootstrap from ``next_values``, but do not carry the advantage
+            of the next episode back across the boundary).
+
+    Returns:
+        ``(advantages, returns)`` with ``returns = advantages + values`` (the value targets).
+        ``delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)`` and
+        ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``, ``done = terminated | truncated``.
+    """
+    assert rewards.shape == values.shape == next_values.shape == terminated.shape == truncated.shape
+    not_terminal = 1.0 - terminated.astype(values.dtype)
+    carry = gamma * gae_lambda * (1.0 - (terminated | truncated).astype(values.dtype))
+    deltas = rewards + gamma * not_terminal * next_values - values
+    advantages = np.zeros_like(values)
+    last = np.zeros(values.shape[1:], dtype=values.dtype)
+    for t in range(len(rewards) - 1, -1, -1):
+        last = deltas[t] + carry[t] * last
+        advantages[t] = last
+    return advantages, advantages + values
