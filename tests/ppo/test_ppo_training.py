@@ -136,3 +136,13 @@ def test_cli_config_file_and_flags(tmp_path: Path) -> None:
     assert code == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["learning_rate"] == 5e-4 and saved["n_epochs"] == 2 and saved["num_envs"] == 8
+
+
+def test_mujoco_smoke(tmp_path: Path) -> None:
+    """A short PPO run on a MuJoCo task with its table defaults (normalized observations and rewards)."""
+    cfg = PPOConfig.defaults_for("InvertedPendulum-v5", total_steps=2048, eval_episodes=2, out=tmp_path / "m")
+    assert cfg.normalize_obs and cfg.normalize_reward
+    summary = train_ppo(cfg)
+    assert summary["env_steps"] == 2048 and summary["eval_return_mean"] > 0.0
+    checkpoint = torch.load(tmp_path / "m" / "checkpoint.pt")
+    assert checkpoint["obs_rms"]["count"] > 2048  # normalization statistics travel with the checkpoint
