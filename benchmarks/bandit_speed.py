@@ -9,10 +9,10 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the target says
 
-import time  # noqa: E402
+import time
 
-from baselines.bandits.experiment import simulate  # noqa: E402
-from baselines.bandits.spec import parse_agent_spec  # noqa: E402
+from baselines.bandits.experiment import simulate
+from baselines.bandits.spec import parse_agent_spec
 
 SPECS = (
     "greedy",

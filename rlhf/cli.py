@@ -18,10 +18,12 @@ from baselines.bandits.experiment import BanditConfig, run_bandit
 from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError
 from baselines.ppo import PPOConfig, train_ppo
+from baselines.tabular.experiment import TabularConfig, run_tabular
 
 # Subcommand -> (config class, runner). A runner validates, writes the run folder and returns summary.json.
 COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "bandit": (BanditConfig, run_bandit),
+    "tabular": (TabularConfig, run_tabular),
     "ppo": (PPOConfig, train_ppo),
 }
 
@@ -32,6 +34,13 @@ def _headline(summary: dict[str, Any]) -> str:
     """A short line of the figures people look at first."""
     keys = ("algo", "env_id", "eval_return_mean", "success_rate", "value_start", "steps_per_second")
     shown = {k: summary[k] for k in keys if summary.get(k) is not None}
+    if len(summary.get("results", {})) > 1:
+        shown["results"] = {
+            algo: {
+                k: r[k] for k in ("eval_return_mean", "train_return_last_10pct", "value_start") if r.get(k) is not None
+            }
+            for algo, r in summary["results"].items()
+        }
     if "agents" in summary:
         shown["agents"] = {
             name: {"mean_reward": round(a["mean_reward"], 3), "final_optimal": round(a["final_optimal"], 3)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +23,7 @@ def _autograd_loss(
     def run(spec_sizes: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
         nonlocal offset
         h = x
-        for i, (n_in, n_out) in enumerate(zip(spec_sizes[:-1], spec_sizes[1:], strict=True)):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(spec_sizes)):
             weight = flat[offset : offset + n_in * n_out].view(n_out, n_in)
             offset += n_in * n_out
             bias = flat[offset : offset + n_out]
@@ -41,8 +42,8 @@ def _autograd_loss(
     else:
         log_std = flat[offset:]
         dist = torch.distributions.Normal(out, log_std.exp())
-        logp = dist.log_prob(batch["actions"]).sum(-1)
-        entropy = dist.entropy().sum(-1)
+        logp = dist.log_prob(batch["actions"]).sum(-1)  # type: ignore[no-untyped-call]
+        entropy = dist.entropy().sum(-1)  # type: ignore[no-untyped-call]
     adv = batch["adv"]
     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     ratio = (logp - batch["logp_old"]).exp()

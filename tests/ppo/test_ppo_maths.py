@@ -32,13 +32,12 @@ def test_gae_matches_hand_computation_with_termination_and_truncation() -> None:
 def test_gae_is_vectorized_over_envs() -> None:
     rng = np.random.default_rng(0)
     shape = (6, 3)
-    args = [rng.normal(size=shape) for _ in range(3)]
+    rewards, values, next_values = (rng.normal(size=shape) for _ in range(3))
     term, trunc = rng.random(shape) < 0.2, rng.random(shape) < 0.2
-    adv, _ = gae(*args, term, trunc, 0.99, 0.95)
+    adv, _ = gae(rewards, values, next_values, term, trunc, 0.99, 0.95)
     for env in range(3):
-        single, _ = gae(
-            *(a[:, env : env + 1] for a in args), term[:, env : env + 1], trunc[:, env : env + 1], 0.99, 0.95
-        )
+        col = slice(env, env + 1)
+        single, _ = gae(rewards[:, col], values[:, col], next_values[:, col], term[:, col], trunc[:, col], 0.99, 0.95)
         np.testing.assert_allclose(adv[:, env], single[:, 0])
 
 

@@ -1,0 +1,1 @@
+"""Tabular methods: configurable grid worlds, dynamic programming, TD control."""
