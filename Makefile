@@ -29,6 +29,7 @@ pytest: setup
 test: lint typecheck pytest
 
 demo: setup
+	rm -rf $(DEMO_OUT)  # a fresh demo each time (run folders refuse to overwrite a finished run)
 	$(BIN)/rlhf bandit --figure 2.2 --out $(DEMO_OUT)/bandit-figure-2.2
 	$(BIN)/rlhf bandit --figure 2.6 --runs 500 --out $(DEMO_OUT)/bandit-figure-2.6
 	$(BIN)/rlhf tabular --env GridWorld-v0 --preset cliff --algo sarsa --algo q-learning \
