@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,7 @@ from baselines.common.config import read_config_file
 from baselines.common.envs import check_env_id, make_vec_env
 from baselines.common.errors import ConfigError, check
 from baselines.common.evaluation import evaluate_policy
-from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec
+from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec, limit_blas_threads
 from baselines.common.normalization import ObsNormalizer, RewardScaler
 from baselines.common.progress import progress_bar
 from baselines.common.report import Report, color
@@ -169,7 +169,7 @@ class PPOConfig:
     checkpoint_every: int = 50_000
     """Save a checkpoint every this many env steps (and at the end)."""
     torch_threads: int = 1
-    """torch intra-op threads (1 is fastest for these small networks)."""
+    """torch and BLAS threads (1 is fastest for these small networks)."""
     device: str = "cpu"
     """Learner device (cpu or cuda); acting always runs on the CPU in NumPy."""
     out: Path | None = None
@@ -333,8 +333,15 @@ class ActorCritic:
             return self.low + (np.tanh(actions) + 1.0) * 0.5 * (self.high - self.low)
         return np.clip(actions, self.low, self.high)
 
-    def values(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic.forward(obs, cache=False).squeeze(-1)
+    @property
+    def numpy_backend(self) -> bool:
+        """The learner computes in NumPy (views of the parameters) when they live on the CPU."""
+        return self.params.data.device.type == "cpu"
+
+    def log_std(self, numpy: bool) -> tuple[Any, Any]:
+        """The log-std parameter and its gradient slot, as NumPy views or torch tensors."""
+        value, grad = self.params.extra["log_std"], self.params.extra_grad["log_std"]
+        return (value.numpy(), grad.numpy()) if numpy else (value, grad)
 
 
 # ------------------------------------------------------------------------------------------------ the rollout
@@ -399,6 +406,7 @@ def init_ppo(config: PPOConfig, render: bool = False) -> PPOState:
     """Make the envs and the agent; ``render`` makes the training envs return ``rgb_array`` frames."""
     config.validate()
     torch.set_num_threads(config.torch_threads)
+    limit_blas_threads(config.torch_threads)
     generator = torch.Generator().manual_seed(config.seed)
     envs = make_vec_env(
         config.env, config.num_envs, config.vectorization, **({"render_mode": "rgb_array"} if render else {})
@@ -490,17 +498,54 @@ def collect_rollout(state: PPOState, render: bool = False) -> Rollout:
 
 
 # ------------------------------------------------------------------------------------------------- the update
-def clipped_surrogate(
-    ratio: torch.Tensor, advantages: torch.Tensor, clip_range: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+# The update runs on one array backend: NumPy views of the parameters on the CPU (cheaper per call at these
+# sizes), torch tensors on a GPU. The maths below is written once for both; these helpers cover the differences.
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+
+def _log_softmax(x: Array) -> Array:
+    if isinstance(x, np.ndarray):
+        z = x - x.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return torch.log_softmax(x, dim=-1)
+
+
+def _pick(x: Array, index: Array) -> Array:
+    """``x[i, index[i]]`` for every row i."""
+    if isinstance(x, np.ndarray):
+        return np.take_along_axis(x, index.astype(np.int64)[:, None], axis=1)[:, 0]
+    assert isinstance(index, torch.Tensor)
+    return x.gather(1, index.long().unsqueeze(-1)).squeeze(-1)
+
+
+def _one_hot(index: Array, like: Array) -> Array:
+    if isinstance(like, np.ndarray):
+        out = np.zeros_like(like)
+        out[np.arange(len(index)), index] = 1.0
+        return out
+    assert isinstance(index, torch.Tensor)
+    return torch.zeros_like(like).scatter_(1, index.long().unsqueeze(-1), 1.0)
+
+
+def _std(x: Array) -> Array:
+    """Sample standard deviation (n - 1), as torch's default."""
+    return x.std(ddof=1) if isinstance(x, np.ndarray) else x.std()
+
+
+def _xp(x: np.ndarray | torch.Tensor) -> Any:
+    return np if isinstance(x, np.ndarray) else torch
+
+
+def clipped_surrogate(ratio: Array, advantages: Array, clip_range: float) -> tuple[Array, Array]:
     """PPO's clipped objective as a loss, and d(loss)/d(ratio) (eq. 7 of the paper, averaged over the batch).
 
     ``loss = -mean(min(ratio * A, clip(ratio, 1-eps, 1+eps) * A))``; the gradient flows only where the
     unclipped term is the minimum.
     """
+    xp = _xp(ratio)
     unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
-    loss = -torch.minimum(unclipped, clipped).mean()
+    clipped = xp.clip(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    loss = -xp.minimum(unclipped, clipped).mean()
     grad_ratio = -(advantages * (unclipped <= clipped)) / ratio.shape[0]
     return loss, grad_ratio
 
@@ -516,36 +561,40 @@ def adapt_learning_rate(lr: float, approx_kl: float, target_kl: float, initial_l
 
 def ppo_update(state: PPOState, rollout: Rollout) -> dict[str, float]:
     """GAE on ``rollout.rewards``, then ``n_epochs`` of minibatch PPO steps; returns namespaced metrics."""
-    cfg, agent, device = state.config, state.agent, state.config.device
+    cfg, agent = state.config, state.agent
     steps, n = rollout.true_rewards.shape
+    batch = steps * n
     rewards = rollout.rewards.astype(np.float32)
     if state.reward_scaler is not None:
         rewards = state.reward_scaler(rewards, rollout.terminated | rollout.truncated)
+
+    def to_backend(array: np.ndarray) -> Any:
+        return array if agent.numpy_backend else torch.from_numpy(array).to(cfg.device)
+
+    def to_numpy(array: Any) -> np.ndarray:
+        return array if isinstance(array, np.ndarray) else array.cpu().numpy()
+
     # Values of every observation and of every next observation, in one batched forward.
-    both = np.concatenate([rollout.norm_obs, rollout.norm_next_obs]).reshape(2 * steps * n, agent.obs_dim)
-    with torch.no_grad():
-        all_values = agent.values(torch.from_numpy(both).to(device)).cpu().numpy().reshape(2, steps, n)
+    both = np.concatenate([rollout.norm_obs, rollout.norm_next_obs]).reshape(2 * batch, agent.obs_dim)
+    all_values = to_numpy(agent.critic.forward(to_backend(both), cache=False)).reshape(2, steps, n)
     values, next_values = all_values[0], all_values[1]
     advantages, returns = gae(
         rewards, values, next_values, rollout.terminated, rollout.truncated, cfg.gamma, cfg.gae_lambda
     )
+    b_obs = to_backend(rollout.norm_obs.reshape(batch, agent.obs_dim))
+    b_actions = to_backend(rollout.actions.reshape(batch, *rollout.actions.shape[2:]))
+    b_advantages = to_backend(advantages.reshape(-1).astype(np.float32))
+    b_returns = to_backend(returns.reshape(-1).astype(np.float32))
+    b_values = to_backend(values.reshape(-1).astype(np.float32))
+    b_logp_old = _log_prob(agent, agent.actor.forward(b_obs, cache=False), b_actions)[0]
 
-    b_obs = torch.from_numpy(rollout.norm_obs.reshape(steps * n, agent.obs_dim)).to(device)
-    b_actions = torch.from_numpy(rollout.actions.reshape(steps * n, *rollout.actions.shape[2:])).to(device)
-    b_advantages = torch.from_numpy(advantages.reshape(-1)).to(device)
-    b_returns = torch.from_numpy(returns.reshape(-1)).to(device)
-    b_values = torch.from_numpy(values.reshape(-1)).to(device)
-    with torch.no_grad():
-        b_logp_old, _, _, _ = _log_prob(agent, agent.actor.forward(b_obs, cache=False), b_actions)
-
-    batch = steps * n
-    sums = torch.zeros(6, device=device)  # policy loss, value loss, entropy, approx kl, clip fraction, grad norm
+    sums = np.zeros(6)  # policy loss, value loss, entropy, approx kl, clip fraction, grad norm
     count = 0
     stopped_early = False
     for _epoch in range(cfg.n_epochs):
-        perm = torch.randperm(batch, generator=state.generator).to(device)
+        perm = state.rng.permutation(batch)
         for start in range(0, batch, cfg.batch_size):
-            idx = perm[start : start + cfg.batch_size]
+            idx = to_backend(perm[start : start + cfg.batch_size])
             stats = minibatch_gradients(
                 agent,
                 cfg,
@@ -559,9 +608,11 @@ def ppo_update(state: PPOState, rollout: Rollout) -> dict[str, float]:
             )
             grad_norm = agent.params.clip_grad_norm(cfg.max_grad_norm)
             state.optimizer.step()
-            sums += torch.cat([stats, grad_norm.reshape(1)])
+            stats_np = to_numpy(stats)
+            sums[:5] += stats_np
+            sums[5] += grad_norm
             count += 1
-            if cfg.max_kl is not None and float(stats[3]) > cfg.max_kl:
+            if cfg.max_kl is not None and stats_np[3] > cfg.max_kl:
                 stopped_early = True
                 break
         if stopped_early:
@@ -590,74 +641,75 @@ def minibatch_gradients(
     agent: ActorCritic,
     cfg: PPOConfig,
     clip_range: float,
-    mb_obs: torch.Tensor,
-    mb_actions: torch.Tensor,
-    mb_logp_old: torch.Tensor,
-    mb_advantages: torch.Tensor,
-    mb_returns: torch.Tensor,
-    mb_values_old: torch.Tensor,
-) -> torch.Tensor:
+    mb_obs: Array,
+    mb_actions: Array,
+    mb_logp_old: Array,
+    mb_advantages: Array,
+    mb_returns: Array,
+    mb_values_old: Array,
+) -> Array:
     """Write d(loss)/d(params) of one minibatch into ``agent.params.grad`` (hand-written backward).
 
-    ``loss = clipped surrogate - ent_coef * mean(entropy) + vf_coef * mean((V - R)^2)`` as in SB3.
+    ``loss = clipped surrogate - ent_coef * mean(entropy) + vf_coef * mean((V - R)^2)`` as in SB3. Arrays are
+    all NumPy (parameters on the CPU) or all torch.
 
     Returns:
-        ``[policy_loss, value_loss, entropy, approx_kl, clip_fraction]`` as one tensor (no host sync).
+        ``[policy_loss, value_loss, entropy, approx_kl, clip_fraction]`` as one array (no host sync on a GPU).
     """
+    xp = _xp(mb_obs)
     size = mb_obs.shape[0]
     if cfg.normalize_advantage and size > 1:
-        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+        mb_advantages = (mb_advantages - mb_advantages.mean()) / (_std(mb_advantages) + 1e-8)
     out = agent.actor.forward(mb_obs)
     logp, entropy, dlogp_dout, dentropy_dout = _log_prob(agent, out, mb_actions, with_grads=True)
     log_ratio = logp - mb_logp_old
-    ratio = log_ratio.exp()
+    ratio = xp.exp(log_ratio)
     policy_loss, grad_ratio = clipped_surrogate(ratio, mb_advantages, clip_range)
     # d(loss)/d(out): the surrogate through the log-prob, minus the entropy bonus.
     grad_logp = grad_ratio * ratio
-    grad_out = grad_logp.unsqueeze(-1) * dlogp_dout - (cfg.ent_coef / size) * dentropy_dout
+    grad_out = grad_logp[:, None] * dlogp_dout - (cfg.ent_coef / size) * dentropy_dout
     if not agent.discrete:  # log-std: d logp / d log_std = z^2 - 1 per dim; d H / d log_std = 1
-        z2 = ((mb_actions - out) / agent.params.extra["log_std"].exp()) ** 2
-        agent.params.extra_grad["log_std"].copy_((grad_logp.unsqueeze(-1) * (z2 - 1.0)).sum(0) - cfg.ent_coef)
+        log_std, log_std_grad = agent.log_std(numpy=xp is np)
+        z2 = ((mb_actions - out) / xp.exp(log_std)) ** 2
+        log_std_grad[:] = (grad_logp[:, None] * (z2 - 1.0)).sum(0) - cfg.ent_coef
     agent.actor.backward(grad_out)
 
-    new_values = agent.critic.forward(mb_obs).squeeze(-1)
+    new_values = agent.critic.forward(mb_obs)[:, 0]
     if cfg.clip_range_vf is not None:  # SB3's value clipping: predictions held within old +- clip
         delta = new_values - mb_values_old
-        predicted = mb_values_old + delta.clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
-        value_mask = (delta.abs() <= cfg.clip_range_vf).float()
+        predicted = mb_values_old + xp.clip(delta, -cfg.clip_range_vf, cfg.clip_range_vf)
+        value_error = (predicted - mb_returns) * (xp.abs(delta) <= cfg.clip_range_vf)
     else:
-        predicted, value_mask = new_values, torch.ones_like(new_values)
-    value_error = predicted - mb_returns
-    value_loss = (value_error**2).mean()
-    agent.critic.backward((cfg.vf_coef * 2.0 / size * value_error * value_mask).unsqueeze(-1))
-    with torch.no_grad():
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator, as SB3 and CleanRL
-        clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
-        return torch.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
+        predicted = new_values
+        value_error = predicted - mb_returns
+    value_loss = ((predicted - mb_returns) ** 2).mean()
+    agent.critic.backward((cfg.vf_coef * 2.0 / size) * value_error[:, None])
+    approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator, as SB3 and CleanRL
+    clip_fraction = (xp.abs(ratio - 1.0) > clip_range).mean(dtype=xp.float32)
+    return xp.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
 
 
 def _log_prob(
-    agent: ActorCritic, out: torch.Tensor, actions: torch.Tensor, with_grads: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    agent: ActorCritic, out: Array, actions: Array, with_grads: bool = False
+) -> tuple[Array, Array, Array, Array]:
     """Log-probs and entropies ``(batch,)`` and, when ``with_grads``, their derivatives w.r.t. the actor output."""
+    xp = _xp(out)
     if agent.discrete:
-        log_probs = torch.log_softmax(out, dim=-1)
-        logp = log_probs.gather(1, actions.long().unsqueeze(-1)).squeeze(-1)
-        probs = log_probs.exp()
+        log_probs = _log_softmax(out)
+        logp = _pick(log_probs, actions)
+        probs = xp.exp(log_probs)
         entropy = -(probs * log_probs).sum(-1)
         if not with_grads:
             return logp, entropy, out, out
-        one_hot = torch.zeros_like(out).scatter_(1, actions.long().unsqueeze(-1), 1.0)
         # d logp / d logits = onehot - p ; d H / d logits_j = -p_j (log p_j + H)
-        return logp, entropy, one_hot - probs, -probs * (log_probs + entropy.unsqueeze(-1))
-    log_std = agent.params.extra["log_std"]
-    std = log_std.exp()
-    z = (actions - out) / std
+        return logp, entropy, _one_hot(actions, out) - probs, -probs * (log_probs + entropy[:, None])
+    log_std = agent.log_std(numpy=xp is np)[0]
+    z = (actions - out) / xp.exp(log_std)
     logp = -0.5 * (z**2).sum(-1) - log_std.sum() - 0.5 * agent.action_dim * math.log(2 * math.pi)
-    entropy = (log_std.sum() + 0.5 * agent.action_dim * (1.0 + math.log(2 * math.pi))).expand(out.shape[0])
+    entropy = xp.zeros_like(logp) + (log_std.sum() + 0.5 * agent.action_dim * (1.0 + math.log(2 * math.pi)))
     if not with_grads:
         return logp, entropy, out, out
-    return logp, entropy, z / std, torch.zeros_like(out)
+    return logp, entropy, z / xp.exp(log_std), xp.zeros_like(out)
 
 
 def _schedule(state: PPOState, approx_kl: float) -> None:

@@ -54,9 +54,10 @@ def _autograd_loss(
     return policy_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * value_loss
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 @pytest.mark.parametrize("clip_range_vf", [None, 0.05])
-def test_hand_written_gradient_matches_autograd(env_id: str, clip_range_vf: float | None) -> None:
+def test_hand_written_gradient_matches_autograd(env_id: str, clip_range_vf: float | None, backend: str) -> None:
     cfg = dataclasses.replace(
         PPOConfig.defaults_for(env_id), ent_coef=0.01, clip_range_vf=clip_range_vf, log_std_init=-0.3
     )
@@ -77,9 +78,11 @@ def test_hand_written_gradient_matches_autograd(env_id: str, clip_range_vf: floa
         "returns": torch.randn(n, generator=gen),
         "values_old": torch.randn(n, generator=gen) * 0.1,
     }
-    minibatch_gradients(
-        agent, cfg, 0.2, obs, actions, batch["logp_old"], batch["adv"], batch["returns"], batch["values_old"]
-    )
+    names = ("obs", "actions", "logp_old", "adv", "returns", "values_old")
+    if backend == "numpy":
+        minibatch_gradients(agent, cfg, 0.2, *(batch[k].numpy() for k in names))
+    else:
+        minibatch_gradients(agent, cfg, 0.2, *(batch[k] for k in names))
     flat = agent.params.data.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(_autograd_loss(agent, flat, cfg, batch), flat)
     np.testing.assert_allclose(agent.params.grad.numpy(), expected.numpy(), rtol=2e-4, atol=2e-6)
