@@ -19,20 +19,27 @@ from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError
 from baselines.ppo import PPOConfig, train_ppo
 from baselines.tabular.experiment import TabularConfig, run_tabular
+from rlhf.loop import RLHFConfig, run_rlhf
+from rlhf.offline import ExportConfig, TrainRewardConfig, run_export, run_train_reward
 
 # Subcommand -> (config class, runner). A runner validates, writes the run folder and returns summary.json.
 COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "bandit": (BanditConfig, run_bandit),
     "tabular": (TabularConfig, run_tabular),
+    "run": (RLHFConfig, run_rlhf),
+    "export": (ExportConfig, run_export),
+    "train-reward": (TrainRewardConfig, run_train_reward),
     "ppo": (PPOConfig, train_ppo),
 }
 
+RESUMABLE = ("ppo", "run", "dqn")
 DESCRIPTION = "rlhf-pipeline: classic RL baselines to reinforcement learning from human feedback."
 
 
 def _headline(summary: dict[str, Any]) -> str:
     """A short line of the figures people look at first."""
-    keys = ("algo", "env_id", "eval_return_mean", "success_rate", "value_start", "steps_per_second")
+    keys = ("algo", "env_id", "eval_return_mean", "success_rate", "value_start", "steps_per_second", "labels_used",
+            "reward_model_accuracy", "pairs", "path")  # fmt: skip
     shown = {k: summary[k] for k in keys if summary.get(k) is not None}
     if len(summary.get("results", {})) > 1:
         shown["results"] = {
@@ -75,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"rlhf {command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = getattr(locals().get("config"), "out", None)
+        hint = f"; continue with: rlhf {command} --resume {out}" if out is not None and command in RESUMABLE else ""
+        print(f"\nrlhf {command}: interrupted{hint}", file=sys.stderr)
+        return 130
     print(_headline(summary))
     return 0
 

@@ -1,0 +1,463 @@
+"""The RLHF loop (Christiano et al. 2017, https://arxiv.org/abs/1706.03741), top to bottom.
+
+PPO (``baselines/ppo.py``, reused, not copied) collects rollouts -> segments -> candidate pairs -> active selection
+-> queries in the preference store -> labels (a simulated teacher here; people in the browser through the same
+store) -> Bradley-Terry reward-model update -> PPO continues on the learned reward. Labels arrive on a schedule:
+an initial batch, then a decaying (hyperbolic) number per round, until the label budget is spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from baselines.common.checkpoint import load_checkpoint, save_checkpoint
+from baselines.common.config import read_config_file
+from baselines.common.errors import ConfigError, check
+from baselines.common.evaluation import evaluate_policy
+from baselines.common.progress import progress_bar
+from baselines.common.report import Report, color
+from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, write_json
+from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
+from rlhf.query import QueryMethod, preference_probabilities, select_pairs
+from rlhf.reward import (
+    LearnedReward,
+    PreferenceData,
+    RewardModelConfig,
+    RewardTrainerConfig,
+    as_ppo_reward_fn,
+    build_reward_model,
+    load_reward_model,
+    save_reward_model,
+    train_reward_model,
+)
+from rlhf.segments import Segment, SegmentCutter, SegmentPool, absorbing_features, action_feature_dim, segment_features
+from rlhf.store import PreferenceStore, describe_action_space
+from rlhf.teachers import SimulatedTeacher, make_teacher
+
+TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal"]
+
+# Per-env settings of the loop (segment length) and of its PPO (overrides of PPO's own table).
+RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "Pendulum-v1": {"segment_length": 50, "ppo": {"num_steps": 512}},
+    "CartPole-v1": {"segment_length": 50, "ppo": {}},
+}
+
+
+@dataclass(frozen=True)
+class RLHFConfig:
+    """Reinforcement learning from preferences: PPO on a reward model trained from labeled segment pairs."""
+
+    env: str = "Pendulum-v1"
+    """Gymnasium env id."""
+    teacher: TeacherName = "oracle"
+    """Who labels: a B-Pref simulated teacher (oracle, noisy, myopic, mistake, skip, equal)."""
+    teacher_beta: float | None = None
+    """noisy: Bradley-Terry rationality (default 1)."""
+    teacher_gamma: float | None = None
+    """myopic: discount over the segment (default 0.9)."""
+    teacher_epsilon: float | None = None
+    """mistake: flip probability (default 0.1)."""
+    teacher_threshold: float | None = None
+    """skip: skip when both returns are below this; equal: tie when returns differ by less than this."""
+    labels: int = 200
+    """Label budget for the whole run."""
+    total_steps: int = 50_000
+    """Env steps of PPO."""
+    seed: int = 0
+    """Seed of envs, PPO, sampling, teacher and reward model."""
+    reward_model: Literal["mlp", "transformer"] = "mlp"
+    """MLP ensemble, or a small GPT-2 with a preference-attention readout (Preference Transformer)."""
+    query: QueryMethod = "disagreement"
+    """Pair selection: uniform, ensemble disagreement, or preference entropy."""
+    segment_length: int | None = None
+    """Steps per segment (default: the env's row of RLHF_ENV_DEFAULTS, else 50)."""
+    initial_label_fraction: float = 0.25
+    """Share of the budget labeled in the first round, from the initial policy's segments."""
+    label_rounds: int = 10
+    """Rounds that collect labels (a hyperbolically decaying number each after the first)."""
+    label_phase: float = 0.5
+    """Fraction of total_steps over which the label rounds are spread."""
+    candidate_factor: int = 10
+    """Candidate pairs scored per query (active selection keeps the most informative)."""
+    pool_size: int = 1000
+    """Most recent segments that pairs are drawn from."""
+    ensemble_size: int = 3
+    """Reward-model ensemble members (MLP)."""
+    reward_epochs: int = 30
+    """Maximum reward-model epochs per round (early stopping on held-out labels)."""
+    reward_lr: float = 1e-3
+    """Reward-model learning rate."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the Bradley-Terry targets (for noisy labelers)."""
+    eval_every: int = 10_000
+    """Evaluate the policy on the true reward every this many env steps (and at the end)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    ppo_config: Path | None = None
+    """JSON file of PPO fields overriding the env's PPO defaults."""
+    device: str = "cpu"
+    """Learner device (cpu or cuda)."""
+    out: Path | None = None
+    """Run folder; the preference store is OUT/prefs.sqlite (default runs/run-<env>-<time>)."""
+    track: bool = False
+    """Also log to wandb (offline unless logged in)."""
+    resume: Path | None = None
+    """Continue the run in this folder from its store and last checkpoint."""
+
+    @classmethod
+    def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> RLHFConfig:
+        if resume is not None:
+            values = read_config_file(cls, Path(resume) / "config.json")
+            return cls(**{**values, "resume": Path(resume), "out": Path(resume)})
+        values = read_config_file(cls, Path(config_file)) if config_file else {}
+        return cls(**{**values, **({"env": env} if env else {})})
+
+    @property
+    def resolved_segment_length(self) -> int:
+        default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("segment_length", 50)
+        return int(self.segment_length or default)
+
+    def ppo(self) -> PPOConfig:
+        """The PPO config of the loop: the env's defaults, the loop's overrides, then --ppo-config."""
+        overrides = dict(RLHF_ENV_DEFAULTS.get(self.env, {}).get("ppo", {}))
+        if self.ppo_config is not None:
+            overrides.update(read_config_file(PPOConfig, self.ppo_config))
+        overrides.update(
+            total_steps=self.total_steps,
+            seed=self.seed,
+            device=self.device,
+            normalize_reward=False,  # the learned reward is scaled by LearnedReward
+            eval_every=self.eval_every,
+            eval_episodes=self.eval_episodes,
+        )
+        return PPOConfig.defaults_for(self.env, **{k: v for k, v in overrides.items() if k != "env"})
+
+    def validate(self) -> None:
+        check(self.labels > 0, f"--labels must be positive (the label budget), got {self.labels}")
+        check(self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}")
+        check(0 < self.initial_label_fraction <= 1, "--initial-label-fraction must be in (0, 1]")
+        check(self.label_rounds >= 1 and 0 < self.label_phase <= 1, "--label-rounds >= 1, --label-phase in (0, 1]")
+        check(self.candidate_factor >= 1 and self.ensemble_size >= 1, "--candidate-factor, --ensemble-size >= 1")
+        check(self.query == "uniform" or self.ensemble_size > 1 or self.query == "entropy",
+              "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
+        self.ppo().validate()
+        self.make_teacher()
+        horizon = _horizon(self.env)
+        length = self.resolved_segment_length
+        check(length >= 1, f"--segment-length must be at least 1, got {length}")
+        if horizon is not None:
+            check(
+                length <= horizon, f"--segment-length {length} is longer than {self.env}'s horizon of {horizon} steps"
+            )
+
+    def make_teacher(self) -> SimulatedTeacher:
+        return make_teacher(
+            self.teacher, self.teacher_beta, self.teacher_gamma, self.teacher_epsilon, self.teacher_threshold
+        )
+
+
+def _horizon(env_id: str) -> int | None:
+    import gymnasium as gym
+
+    spec = gym.spec(env_id)
+    return spec.max_episode_steps
+
+
+def label_schedule(total: int, rounds: int, initial_fraction: float, decay: float = 1.0) -> list[int]:
+    """Labels per round: ``initial_fraction`` of the budget first, the rest decaying as ``1 / (1 + decay * i)``.
+
+    The counts sum to ``total`` exactly (largest remainders), as imitation's hyperbolic query schedule.
+    """
+    first = max(1, round(total * initial_fraction)) if rounds > 1 else total
+    rest = total - first
+    weights = np.array([1.0 / (1.0 + decay * i) for i in range(1, rounds)])
+    if rest <= 0 or len(weights) == 0:
+        return [total] + [0] * (rounds - 1)
+    shares = rest * weights / weights.sum()
+    counts = np.floor(shares).astype(int)
+    for i in np.argsort(-(shares - counts))[: rest - counts.sum()]:
+        counts[i] += 1
+    return [first, *counts.tolist()]
+
+
+@dataclass
+class LoopState:
+    """What the loop adds to PPO's state: the round counter, labels, segments in memory, history."""
+
+    round: int = 0
+    labels_used: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _preference_data(store: PreferenceStore, segments: dict[str, Segment], action_space: Any) -> PreferenceData:
+    """All effective non-skip labels as Bradley-Terry training data (targets: 1 a, 0 b, 0.5 tie)."""
+    labeled = [p for p in store.effective_labels() if p.choice != "skip"]
+    missing = [i for p in labeled for i in (p.segment_a, p.segment_b) if i not in segments]
+    for segment in store.get_segments(sorted(set(missing))):
+        segments[segment.id] = segment
+    targets = np.array([{"a": 1.0, "b": 0.0, "tie": 0.5}[p.choice] for p in labeled], dtype=np.float32)
+    return PreferenceData(
+        features_a=segment_features([segments[p.segment_a] for p in labeled], action_space),
+        features_b=segment_features([segments[p.segment_b] for p in labeled], action_space),
+        targets=targets,
+    )
+
+
+def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
+    """Run the loop into the run folder; return summary.json's content."""
+    config.validate()
+    resuming = config.resume is not None
+    cfg = dataclasses.replace(config, out=config.out or config.resume or default_run_dir("run", config.env))
+    assert cfg.out is not None
+    out = cfg.out
+    if resuming and not (out / "checkpoint.pt").exists():
+        raise ConfigError(f"--resume {out}: no checkpoint.pt there to continue from")
+    ppo_cfg = dataclasses.replace(cfg.ppo(), out=out)
+    state = init_ppo(ppo_cfg)
+    envs = state.envs
+    action_space = envs.single_action_space
+    obs_shape = tuple(envs.single_observation_space.shape or ())
+    segment_length = cfg.resolved_segment_length
+    if (out / "summary.json").exists() and not resuming:
+        raise ConfigError(f"{out} already holds a finished run; choose another --out or --resume it")
+    out.mkdir(parents=True, exist_ok=True)
+    # Simulated labels need no power-loss durability; a person's labels (the labeling service) get FULL.
+    store = PreferenceStore(out / "prefs.sqlite", sqlite_synchronous="NORMAL")
+    try:
+        store.bind_env(cfg.env, obs_shape, describe_action_space(action_space), segment_length)
+    except ConfigError:
+        envs.close()
+        raise
+    folder = RunFolder.create(out, cfg, allow_existing=True)
+    teacher = cfg.make_teacher()
+    labeler_id = store.get_or_create_labeler(f"teacher:{teacher.name}").id
+    rng = np.random.default_rng([cfg.seed, 1])
+    feature_dim = int(np.prod(obs_shape)) + action_feature_dim(action_space) + 1
+    model_cfg = RewardModelConfig(
+        kind=cfg.reward_model,
+        feature_dim=feature_dim,
+        ensemble_size=cfg.ensemble_size if cfg.reward_model == "mlp" else 1,
+        max_length=segment_length,
+        seed=cfg.seed,
+    )
+    trainer_cfg = RewardTrainerConfig(
+        epochs=cfg.reward_epochs, lr=cfg.reward_lr, label_smoothing=cfg.label_smoothing, split_seed=cfg.seed
+    )
+    model = build_reward_model(model_cfg)
+    learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
+    loop = LoopState()
+    if resuming:
+        checkpoint = load_checkpoint(out / "checkpoint.pt")
+        load_state(state, checkpoint["ppo"])
+        model = load_reward_model(out / "reward_model")
+        learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
+        learned_reward.load_state_dict(checkpoint["learned_reward"])
+        loop = LoopState(**checkpoint["loop"])
+        # The store is the record of what was labeled (a round may have been cut short after its labels).
+        loop.labels_used = len(store.effective_labels())
+        rng = np.random.default_rng([cfg.seed, 1, state.global_step])
+    reward_fn = as_ppo_reward_fn(learned_reward, actions="env")
+    schedule = label_schedule(cfg.labels, cfg.label_rounds, cfg.initial_label_fraction)
+    round_every = max(1, int(cfg.label_phase * cfg.total_steps / cfg.label_rounds))
+    cutter = SegmentCutter(ppo_cfg.num_envs, segment_length, rng)
+    pool = SegmentPool(cfg.pool_size)
+    segments: dict[str, Segment] = {}
+    start_time = time.perf_counter()
+    start_step = state.global_step
+    next_eval = (state.global_step // cfg.eval_every + 1) * cfg.eval_every
+    eval_returns = np.zeros(0)
+    metrics_last: dict[str, float] = {}
+    try:
+        with MetricsLogger(folder, cfg, cfg.track) as logger, progress_bar(cfg.total_steps, f"rlhf {cfg.env}") as bar:
+            bar.update(state.global_step)
+            while state.global_step < cfg.total_steps:
+                rollout = collect_rollout(state)
+                new_segments = cutter.add(
+                    rollout.obs, rollout.env_actions, rollout.true_rewards, rollout.terminated, rollout.truncated
+                )
+                if new_segments:
+                    store.add_segments(new_segments, round=loop.round)
+                    pool.extend(new_segments)
+                    segments.update((s.id, s) for s in new_segments)
+                metrics: dict[str, float] = {}
+                due = min(len(schedule), (state.global_step - rollout.true_rewards.size) // round_every + 1)
+                wanted = sum(schedule[loop.round : due]) if due > loop.round else 0
+                if wanted > 0 and len(pool) >= 2:
+                    metrics |= _label_round(
+                        cfg, store, teacher, labeler_id, model, pool, wanted, rng, loop, action_space
+                    )
+                    data = _preference_data(store, segments, action_space)
+                    if len(data.targets) >= 2:
+                        fit = train_reward_model(model, data, trainer_cfg, rng)
+                        metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
+                        metrics["reward/train_loss"] = float(fit["train_loss"])
+                        metrics["reward/return_correlation"] = _return_correlation(
+                            model, list(pool.segments), action_space
+                        )
+                        loop.history.append({"step": state.global_step, "round": loop.round, **metrics})
+                        save_reward_model(model, out / "reward_model")
+                    loop.round = due
+                    store.set_status({"round": loop.round, "labels": loop.labels_used, **metrics})
+                rollout.rewards = reward_fn(rollout)
+                metrics |= ppo_update(state, rollout)
+                metrics["labels/total"] = loop.labels_used
+                metrics["charts/SPS"] = (state.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
+                if rollout.episode_returns:
+                    metrics["charts/episodic_return"] = float(np.mean(rollout.episode_returns))
+                metrics["charts/learned_reward_mean"] = float(rollout.rewards.mean())
+                if state.global_step >= next_eval or state.global_step >= cfg.total_steps:
+                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+                    metrics["eval/return_mean"] = float(eval_returns.mean())
+                    metrics["eval/return_std"] = float(eval_returns.std())
+                    next_eval += cfg.eval_every
+                    store.set_status({"round": loop.round, "labels": loop.labels_used,
+                                      "policy_true_return": metrics["eval/return_mean"]})  # fmt: skip
+                logger.log(metrics, step=state.global_step)
+                metrics_last = metrics
+                _save(out, state, learned_reward, loop)
+                bar.update(ppo_cfg.rollout_steps)
+                bar.set_postfix(labels=loop.labels_used, refresh=False)
+    finally:
+        envs.close()
+    wall = time.perf_counter() - start_time
+    accuracy = next((h["reward/val_accuracy"] for h in reversed(loop.history) if "reward/val_accuracy" in h), None)
+    summary = {
+        "algo": "rlhf",
+        "env_id": cfg.env,
+        "seed": cfg.seed,
+        "env_steps": state.global_step,
+        "wall_seconds": wall,
+        "steps_per_second": (state.global_step - start_step) / max(wall, 1e-9),
+        "eval_return_mean": float(eval_returns.mean()) if len(eval_returns) else None,
+        "eval_return_std": float(eval_returns.std()) if len(eval_returns) else None,
+        "eval_episodes": len(eval_returns),
+        "labels_used": loop.labels_used,
+        "reward_model_accuracy": accuracy,
+        "reward_return_correlation": metrics_last.get("reward/return_correlation")
+        or next((h["reward/return_correlation"] for h in reversed(loop.history)), None),
+        "teacher": teacher.name,
+        "query": cfg.query,
+        "reward_model": cfg.reward_model,
+    }
+    folder.write_summary(summary)
+    write_report(folder, summary, model, list(pool.segments), action_space)
+    return summary
+
+
+def _label_round(
+    cfg: RLHFConfig,
+    store: PreferenceStore,
+    teacher: SimulatedTeacher,
+    labeler_id: int,
+    model: Any,
+    pool: SegmentPool,
+    wanted: int,
+    rng: np.random.Generator,
+    loop: LoopState,
+    action_space: Any,
+) -> dict[str, float]:
+    """Select ``wanted`` pairs, queue them in the store, and have the teacher answer them through the store."""
+    wanted = min(wanted, cfg.labels - loop.labels_used)
+    candidates = pool.sample_pairs(wanted * cfg.candidate_factor, rng)
+    probabilities = None
+    if cfg.query != "uniform" and loop.labels_used > 0:
+        probabilities = preference_probabilities(
+            model,
+            segment_features([a for a, _ in candidates], action_space),
+            segment_features([b for _, b in candidates], action_space),
+        )
+    method: QueryMethod = cfg.query if probabilities is not None else "uniform"
+    chosen, priorities = select_pairs(method, candidates, wanted, probabilities, rng)
+    store.add_queries(
+        [(a.id, b.id) for a, b in chosen],
+        priorities.tolist(),
+        (rng.random(len(chosen)) < 0.5).tolist(),
+        loop.round,
+    )
+    by_id = {s.id: s for pair in chosen for s in pair}
+    answered = 0
+    while (query := store.lease_next(labeler_id, lease_seconds=300)) is not None:
+        a = by_id.get(query.segment_a) or store.get_segment(query.segment_a)
+        b = by_id.get(query.segment_b) or store.get_segment(query.segment_b)
+        store.add_label(query.id, labeler_id, teacher.choose(a, b, rng), 0.0)
+        answered += 1
+    loop.labels_used += answered
+    return {"labels/round": float(answered)}
+
+
+def _return_correlation(model: Any, segments: list[Segment], action_space: Any) -> float:
+    """Pearson correlation of predicted (ensemble mean) and true segment returns over ``segments``."""
+    if len(segments) < 3:
+        return float("nan")
+    with torch.no_grad():
+        predicted = model.segment_returns(torch.from_numpy(segment_features(segments, action_space))).mean(0).numpy()
+    true = np.array([s.true_return for s in segments])
+    if predicted.std() == 0 or true.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(predicted, true)[0, 1])
+
+
+def _save(out: Path, state: PPOState, learned_reward: LearnedReward, loop: LoopState) -> None:
+    save_checkpoint(
+        out / "checkpoint.pt",
+        {
+            "ppo": state_dict(state),
+            "learned_reward": learned_reward.state_dict(),
+            "loop": {"round": loop.round, "labels_used": loop.labels_used, "history": loop.history},
+        },
+    )
+    write_json(out / "loop_state.json", {"round": loop.round, "labels_used": loop.labels_used})
+
+
+def write_report(
+    folder: RunFolder, summary: dict[str, Any], model: Any, segments: list[Segment], action_space: Any
+) -> None:
+    """True return over env steps, labels over time, reward-model accuracy per round, predicted vs true returns."""
+    rows = folder.read_metrics()
+    report = Report(
+        f"RLHF on {summary['env_id']}",
+        f"teacher {summary['teacher']}, query {summary['query']}, reward model {summary['reward_model']}, seed "
+        f"{summary['seed']}: {summary['labels_used']} labels, {summary['env_steps']} env steps in "
+        f"{summary['wall_seconds']:.1f} s. Final true eval return {summary['eval_return_mean']}.",
+    )
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
+
+    fig = go.Figure()
+    for i, (key, name) in enumerate([("charts/episodic_return", "training episodes"), ("eval/return_mean", "eval")]):
+        xs, ys = series(key)
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers" if "eval" in key else "lines",
+                                 line={"color": color(i)}))  # fmt: skip
+    fig.update_layout(title="True return of the RLHF policy", xaxis_title="env steps", yaxis_title="true return")
+    report.figure(fig)
+    xs, ys = series("labels/total")
+    report.figure(go.Figure(go.Scatter(x=xs, y=ys, mode="lines")).update_layout(
+        title="Labels collected", xaxis_title="env steps", yaxis_title="labels"))  # fmt: skip
+    fig = go.Figure()
+    for i, key in enumerate(["reward/val_accuracy", "reward/return_correlation"]):
+        xs, ys = series(key)
+        fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, name=key, mode="lines+markers",
+                                 line={"color": color(i)}))  # fmt: skip
+    fig.update_layout(title="Reward model per round", xaxis_title="round", yaxis_range=[-1.05, 1.05])
+    report.figure(fig)
+    if len(segments) >= 2:
+        with torch.no_grad():
+            predicted = model.segment_returns(torch.from_numpy(segment_features(segments, action_space))).mean(0)
+        true = [s.true_return for s in segments]
+        fig = go.Figure(go.Scatter(x=true, y=predicted.numpy(), mode="markers", marker={"size": 5, "opacity": 0.6}))
+        fig.update_layout(title="Predicted vs true segment returns (recent segments)", xaxis_title="true return",
+                          yaxis_title="predicted return (ensemble mean)")  # fmt: skip
+        report.figure(fig)
+    report.text(json.dumps({k: v for k, v in summary.items()}, default=str))
+    report.write(folder.report_path)

@@ -1,0 +1,147 @@
+"""Labels out of the loop: `rlhf export` writes a store's labeled pairs as a dataset; `rlhf train-reward` trains a
+reward model from such a dataset alone, and optionally PPO on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from baselines.common.envs import make_env
+from baselines.common.errors import ConfigError, check
+from baselines.common.runs import RunFolder, default_run_dir
+from baselines.ppo import train_ppo
+from rlhf.datasets import check_compatible, export_preferences, load_preferences
+from rlhf.loop import RLHFConfig
+from rlhf.reward import (
+    LearnedReward,
+    PreferenceData,
+    RewardModelConfig,
+    RewardTrainerConfig,
+    as_ppo_reward_fn,
+    build_reward_model,
+    save_reward_model,
+    train_reward_model,
+)
+from rlhf.segments import absorbing_features, action_feature_dim, segment_features
+from rlhf.store import PreferenceStore
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export the labeled pairs of a preference store as a Hugging Face dataset (save_to_disk) or JSONL."""
+
+    workspace: Path | None = None
+    """Run folder of `rlhf run` (its store is WORKSPACE/prefs.sqlite)."""
+    db: str | None = None
+    """Or any SQLAlchemy URL of a preference store."""
+    out: Path = Path("preferences")
+    """Folder to write."""
+    format: Literal["hf", "jsonl"] = "hf"
+    """hf: a datasets.Dataset folder; jsonl: one JSON object per pair."""
+    overwrite: bool = False
+    """Replace an existing export at --out."""
+
+
+def run_export(config: ExportConfig) -> dict[str, Any]:
+    check(config.workspace is not None or config.db is not None, "give --workspace DIR or --db URL")
+    if config.db is None:
+        assert config.workspace is not None
+        if not (config.workspace / "prefs.sqlite").is_file():
+            raise ConfigError(f"no preference store at {config.workspace / 'prefs.sqlite'}; is it a `rlhf run` folder?")
+    location = config.db if config.db is not None else Path(str(config.workspace)) / "prefs.sqlite"
+    store = PreferenceStore(location)
+    try:
+        pairs = export_preferences(store, config.out, config.format, overwrite=config.overwrite)
+    finally:
+        store.close()
+    return {"algo": "export", "path": str(config.out), "format": config.format, "pairs": pairs}
+
+
+@dataclass(frozen=True)
+class TrainRewardConfig:
+    """Train a reward model from exported preferences alone; with --ppo-steps, then train PPO on it."""
+
+    data: Path
+    """An export of `rlhf export` (HF dataset folder or JSONL folder)."""
+    env: str | None = None
+    """Env to train for (default: the dataset's); its observation shape must match the dataset's."""
+    reward_model: Literal["mlp", "transformer"] = "mlp"
+    """MLP ensemble or Preference Transformer."""
+    ensemble_size: int = 3
+    """MLP ensemble members."""
+    epochs: int = 100
+    """Maximum epochs (early stopping on held-out labels)."""
+    lr: float = 1e-3
+    """Learning rate."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the targets."""
+    val_fraction: float = 0.1
+    """Held-out share of the labels for validation accuracy and early stopping."""
+    ppo_steps: int = 0
+    """Then train PPO on the learned reward for this many env steps (0: only the reward model)."""
+    seed: int = 0
+    """Seed."""
+    out: Path | None = None
+    """Run folder (default runs/train-reward-<env>-<time>); the model is saved to OUT/reward_model."""
+
+
+def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
+    check(config.epochs >= 1 and config.ensemble_size >= 1, "--epochs and --ensemble-size must be at least 1")
+    check(config.ppo_steps >= 0, "--ppo-steps must be >= 0")
+    export = load_preferences(config.data)
+    env_id = config.env or export.env_id
+    env = make_env(env_id)
+    obs_shape = tuple(env.observation_space.shape or ())
+    check_compatible(export, env_id, obs_shape)
+    pairs = [p for p in export.pairs if p.choice != "skip"]
+    check(len(pairs) >= 2, f"{config.data} holds {len(pairs)} labeled pairs; at least 2 are needed")
+    action_space = env.action_space
+    out = config.out or default_run_dir("train-reward", env_id)
+    folder = RunFolder.create(out, config)
+    start = time.perf_counter()
+    data = PreferenceData(
+        features_a=segment_features([p.segment_a for p in pairs], action_space),
+        features_b=segment_features([p.segment_b for p in pairs], action_space),
+        targets=np.array([{"a": 1.0, "b": 0.0, "tie": 0.5}[p.choice] for p in pairs], dtype=np.float32),
+    )
+    obs_dim = int(np.prod(obs_shape))
+    model = build_reward_model(
+        RewardModelConfig(
+            kind=config.reward_model,
+            feature_dim=obs_dim + action_feature_dim(action_space) + 1,
+            ensemble_size=config.ensemble_size if config.reward_model == "mlp" else 1,
+            max_length=export.segment_length,
+            seed=config.seed,
+        )
+    )
+    trainer = RewardTrainerConfig(
+        epochs=config.epochs,
+        lr=config.lr,
+        label_smoothing=config.label_smoothing,
+        val_fraction=config.val_fraction,
+        split_seed=config.seed,
+    )
+    fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed))
+    save_reward_model(model, out / "reward_model")
+    summary: dict[str, Any] = {
+        "algo": "train-reward",
+        "env_id": env_id,
+        "seed": config.seed,
+        "pairs": len(pairs),
+        "reward_model": config.reward_model,
+        "reward_model_accuracy": float(fit["val_accuracy"]),
+        "train_loss": float(fit["train_loss"]),
+        "reward_seconds": time.perf_counter() - start,
+    }
+    if config.ppo_steps > 0:
+        learned = LearnedReward(model, absorbing_features(obs_dim, action_space), action_space)
+        loop_ppo = RLHFConfig(env=env_id, total_steps=config.ppo_steps, seed=config.seed).ppo()
+        ppo = replace(loop_ppo, out=out / "ppo")
+        ppo_summary = train_ppo(ppo, reward_fn=as_ppo_reward_fn(learned, actions="env"))
+        summary |= {k: ppo_summary[k] for k in ("env_steps", "eval_return_mean", "eval_return_std", "eval_episodes")}
+    folder.write_summary(summary)
+    return summary

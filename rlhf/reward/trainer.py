@@ -1,0 +1,300 @@
+"""Bradley-Terry training of a reward model on labelled segment pairs (Christiano et al. 2017, B-Pref).
+
+The probability that a labeller prefers segment ``a`` to ``b`` is ``P(a > b) = sigmoid(R_a - R_b)``, with ``R`` a
+model's segment return; the loss is the cross-entropy against the label: target 1 (``a``), 0 (``b``) or 0.5 (a
+tie). Label smoothing mixes targets toward 0.5 (for noisy labellers). Each ensemble member trains on its own
+bootstrap resample of the labels, realised as per-member multiplicity weights on one shared batch (the same
+gradient in expectation as separate resampled datasets, at the cost of one forward pass for all members).
+
+The loop calls :func:`train_reward_model` every round with all labels so far: training continues from the model's
+current weights (a fresh optimizer each call), and the validation split is a fixed function of a label's index, so
+a label held out in one round stays held out in the next and validation numbers stay honest under warm starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from baselines.common.errors import ConfigError, check
+from rlhf.reward.models import RewardModel
+
+CHOICE_TARGETS: dict[str, float] = {"a": 1.0, "b": 0.0, "tie": 0.5}
+"""Training target of each label choice; ``skip`` labels train nothing and never reach the trainer."""
+
+
+@dataclass(frozen=True, eq=False)
+class PreferenceData:
+    """Labelled segment pairs, as the trainer reads them.
+
+    Attributes:
+        features_a: ``(N, L, F)`` float32 per-step features of the first segment of each pair.
+        features_b: ``(N, L, F)`` float32 features of the second segment.
+        targets: ``(N,)`` float32, 1 where ``a`` was preferred, 0 where ``b`` was, 0.5 for a tie.
+    """
+
+    features_a: np.ndarray
+    features_b: np.ndarray
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("features_a", "features_b", "targets"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float32))
+        if self.features_a.ndim != 3 or self.features_a.shape != self.features_b.shape:
+            raise ConfigError(
+                f"features_a and features_b must both be (N, L, F), got {self.features_a.shape} "
+                f"and {self.features_b.shape}"
+            )
+        if self.targets.shape != (self.features_a.shape[0],):
+            raise ConfigError(f"targets must be ({self.features_a.shape[0]},), got {self.targets.shape}")
+        if not np.isin(self.targets, (0.0, 0.5, 1.0)).all():
+            raise ConfigError("targets must be 1 (a preferred), 0 (b preferred) or 0.5 (tie)")
+        if not (np.isfinite(self.features_a).all() and np.isfinite(self.features_b).all()):
+            raise ConfigError("segment features contain NaN or infinite values")
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    @property
+    def segment_length(self) -> int:
+        return int(self.features_a.shape[1])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features_a.shape[2])
+
+
+@dataclass(frozen=True)
+class RewardTrainerConfig:
+    """How one round of reward-model training runs."""
+
+    epochs: int = 30
+    """Most passes over the training labels per call (early stopping may end sooner)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-2
+    """AdamW decoupled weight decay."""
+    batch_size: int = 64
+    """Label pairs per gradient step."""
+    label_smoothing: float = 0.0
+    """Mix targets toward 0.5: ``y (1 - eps) + eps / 2``; 0 keeps them. Helps with noisy labellers."""
+    val_fraction: float = 0.1
+    """Share of labels held out for validation and early stopping (0: none, train for all epochs)."""
+    patience: int = 5
+    """Stop after this many epochs without a lower validation loss; the best weights are restored."""
+    bootstrap: bool = True
+    """Each member of an ensemble (E > 1) trains on its own bootstrap resample of the training labels."""
+    split_seed: int = 0
+    """Seed of the train/validation split (fixed per label index, so it is stable across rounds)."""
+    torch_threads: int | None = 1
+    """torch threads while training (restored after); 1 is fastest for these small models. None: leave as is."""
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        check(0.0 <= self.label_smoothing <= 1.0, f"label_smoothing must be in [0, 1], got {self.label_smoothing}")
+        check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        check(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
+        check(self.torch_threads is None or self.torch_threads >= 1, "torch_threads must be None or at least 1")
+
+
+def bradley_terry_loss(
+    returns_a: Tensor, returns_b: Tensor, targets: Tensor, reduction: Literal["mean", "none"] = "mean"
+) -> Tensor:
+    """Cross-entropy of the Bradley-Terry preference probability ``P(a > b) = sigmoid(R_a - R_b)``.
+
+    ``loss = -[y log P(a > b) + (1 - y) log P(b > a)]``; a tie (``y = 0.5``) is minimised at ``R_a = R_b``.
+
+    Args:
+        returns_a: ``(...)`` predicted returns of the first segments.
+        returns_b: ``(...)`` predicted returns of the second segments (same shape).
+        targets: ``(...)`` (or broadcastable) probability that ``a`` is preferred, in ``[0, 1]``.
+        reduction: ``mean`` over all elements, or ``none`` for the per-pair losses.
+    """
+    if returns_a.shape != returns_b.shape:
+        raise ValueError(f"returns_a {tuple(returns_a.shape)} and returns_b {tuple(returns_b.shape)} differ")
+    logits = returns_a - returns_b
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, targets.expand_as(logits).to(logits.dtype), reduction=reduction
+    )
+
+
+def smooth_targets(targets: Tensor, label_smoothing: float) -> Tensor:
+    """``targets (1 - eps) + eps / 2``: 1 -> 1 - eps/2, 0 -> eps/2, a tie stays 0.5."""
+    return targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
+
+def validation_mask(num_labels: int, val_fraction: float, split_seed: int) -> np.ndarray:
+    """``(num_labels,)`` bool, True for held-out labels; label ``i``'s side never changes as labels are added."""
+    # A generator's first n draws are the same whatever the total count, so the split is prefix-stable.
+    return np.random.default_rng(split_seed).random(num_labels) < val_fraction
+
+
+def train_reward_model(
+    model: RewardModel, data: PreferenceData, config: RewardTrainerConfig, rng: np.random.Generator
+) -> dict[str, float]:
+    """Train ``model`` in place on ``data``, continuing from its current weights.
+
+    Args:
+        model: the reward model (``E`` members).
+        data: all labelled pairs so far (ties included; skips left out).
+        config: epochs, optimizer, smoothing, validation and bootstrap settings.
+        rng: the source of shuffling, bootstrap resamples and dropout.
+
+    Returns:
+        ``train_loss``, ``val_loss`` (Bradley-Terry loss of the returned weights on raw targets, member mean),
+        ``train_accuracy``, ``val_accuracy`` (ensemble-mean returns, ties excluded; NaN without such labels),
+        ``epochs_run``, ``best_epoch`` (0: the starting weights were best), ``num_train``, ``num_val``, ``seconds``.
+    """
+    with _torch_threads(config.torch_threads):
+        return _train(model, data, config, rng)
+
+
+def _train(
+    model: RewardModel, data: PreferenceData, config: RewardTrainerConfig, rng: np.random.Generator
+) -> dict[str, float]:
+    started = time.perf_counter()
+    if data.feature_dim != model.config.feature_dim:
+        raise ConfigError(
+            f"preference data has {data.feature_dim} features per step but the model expects "
+            f"{model.config.feature_dim}; were the segments cut from another env?"
+        )
+    check(len(data) > 0, "no labels to train on")
+    is_val = validation_mask(len(data), config.val_fraction, config.split_seed)
+    if is_val.all():  # a handful of labels that all fell on the validation side: train on them instead
+        is_val[:] = False
+    train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    device = next(model.parameters()).device
+    features_a = torch.from_numpy(data.features_a).to(device)
+    features_b = torch.from_numpy(data.features_b).to(device)
+    targets = torch.from_numpy(data.targets).to(device)
+    train_targets = smooth_targets(targets, config.label_smoothing)
+    # Bootstrap multiplicities: member e sees label i counts[e, i] times (multinomial, as resampling n of n).
+    num_train, members = len(train_index), model.ensemble_size
+    counts: np.ndarray
+    if config.bootstrap and members > 1:
+        counts = rng.multinomial(num_train, np.full(num_train, 1.0 / num_train), size=members)
+    else:
+        counts = np.ones((members, num_train))
+    weights = torch.as_tensor(counts, dtype=torch.float32, device=device)
+
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
+    best_loss = _evaluate(model, features_a, features_b, targets, val_index)[0] if len(val_index) else np.inf
+    best_state = _copy_state(model)
+    best_epoch = epochs_run = stale_epochs = 0
+    # Dropout draws from torch's global generator: seed it from rng, and leave the caller's state untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(2**62)))
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order = rng.permutation(num_train)
+            for start in range(0, num_train, config.batch_size):
+                mb_order = order[start : start + config.batch_size]
+                mb_index = torch.as_tensor(train_index[mb_order], device=device)
+                returns = model.segment_returns(torch.cat([features_a[mb_index], features_b[mb_index]]))
+                mb_returns_a, mb_returns_b = returns[:, : len(mb_index)], returns[:, len(mb_index) :]  # (E, B)
+                losses = bradley_terry_loss(mb_returns_a, mb_returns_b, train_targets[mb_index], reduction="none")
+                # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
+                loss = (losses * weights[:, mb_order]).sum() / len(mb_index)
+                optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(loss)
+                optimizer.step()
+            epochs_run = epoch
+            if len(val_index) == 0:
+                continue
+            val_loss = _evaluate(model, features_a, features_b, targets, val_index)[0]
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_state, best_epoch, stale_epochs = val_loss, _copy_state(model), epoch, 0
+            else:
+                stale_epochs += 1
+                if stale_epochs >= config.patience:
+                    break
+    if len(val_index) == 0:
+        best_epoch = epochs_run
+    else:
+        model.load_state_dict(best_state)
+    model.eval()
+    train_loss, train_accuracy = _evaluate(model, features_a, features_b, targets, train_index)
+    val_loss, val_accuracy = _evaluate(model, features_a, features_b, targets, val_index)
+    return {
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "train_accuracy": train_accuracy,
+        "val_accuracy": val_accuracy,
+        "epochs_run": float(epochs_run),
+        "best_epoch": float(best_epoch),
+        "num_train": float(num_train),
+        "num_val": float(len(val_index)),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def evaluate_reward_model(model: RewardModel, data: PreferenceData) -> dict[str, float]:
+    """``loss`` (Bradley-Terry, member mean) and ``accuracy`` (ensemble mean, ties excluded) of ``model`` on ``data``.
+
+    For instance on a round's new labels before training on them, as Christiano et al. report.
+    """
+    device = next(model.parameters()).device
+    loss, accuracy = _evaluate(
+        model,
+        torch.from_numpy(data.features_a).to(device),
+        torch.from_numpy(data.features_b).to(device),
+        torch.from_numpy(data.targets).to(device),
+        np.arange(len(data)),
+    )
+    return {"loss": loss, "accuracy": accuracy}
+
+
+@torch.no_grad()
+def _evaluate(
+    model: RewardModel,
+    features_a: Tensor,
+    features_b: Tensor,
+    targets: Tensor,
+    index: np.ndarray,
+    batch_size: int = 512,
+) -> tuple[float, float]:
+    """Loss and accuracy of the pairs ``index`` in eval mode; the model's train/eval mode is put back after."""
+    if len(index) == 0:
+        return float("nan"), float("nan")
+    was_training = model.training
+    model.eval()
+    total_loss, correct, decided = 0.0, 0, 0
+    for start in range(0, len(index), batch_size):
+        mb_index = torch.as_tensor(index[start : start + batch_size], device=features_a.device)
+        returns = model.segment_returns(torch.cat([features_a[mb_index], features_b[mb_index]]))
+        mb_returns_a, mb_returns_b = returns[:, : len(mb_index)], returns[:, len(mb_index) :]
+        mb_targets = targets[mb_index]
+        total_loss += bradley_terry_loss(mb_returns_a, mb_returns_b, mb_targets, reduction="none").mean(0).sum().item()
+        margin = (mb_returns_a - mb_returns_b).mean(dim=0)
+        strict = mb_targets != 0.5
+        correct += int(((margin > 0) == (mb_targets == 1.0))[strict].sum().item())
+        decided += int(strict.sum().item())
+    model.train(was_training)
+    return total_loss / len(index), (correct / decided if decided else float("nan"))
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _copy_state(model: RewardModel) -> dict[str, Tensor]:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}

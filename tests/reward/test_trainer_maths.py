@@ -1,0 +1,83 @@
+"""Exact maths of the trainer: Bradley-Terry loss (ties included), label smoothing, data validation, the split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.common.errors import ConfigError
+from rlhf.reward import PreferenceData, RewardTrainerConfig, bradley_terry_loss, smooth_targets, validation_mask
+
+LOG_SIGMOID_1 = -math.log1p(math.exp(-1.0))  # log sigmoid(1) = -0.31326...
+LOG_SIGMOID_M1 = -math.log1p(math.exp(1.0))  # log sigmoid(-1) = -1.31326...
+
+
+def test_bradley_terry_loss_matches_hand_computation() -> None:
+    returns_a = torch.tensor([1.0, 0.0, 2.0, 1.0])
+    returns_b = torch.tensor([0.0, 0.0, 3.0, 0.0])
+    targets = torch.tensor([1.0, 0.5, 0.0, 0.5])
+    expected = [
+        -LOG_SIGMOID_1,  # a preferred, R_a - R_b = 1
+        math.log(2.0),  # tie at equal returns: -(0.5 log 0.5 + 0.5 log 0.5)
+        -LOG_SIGMOID_1,  # b preferred, R_a - R_b = -1, so P(b > a) = sigmoid(1)
+        -(0.5 * LOG_SIGMOID_1 + 0.5 * LOG_SIGMOID_M1),  # tie, but a scored 1 higher: 0.81326...
+    ]
+    losses = bradley_terry_loss(returns_a, returns_b, targets, reduction="none")
+    np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(bradley_terry_loss(returns_a, returns_b, targets).item(), np.mean(expected), rtol=1e-6)
+
+
+def test_bradley_terry_gradient_is_probability_minus_target() -> None:
+    returns_a = torch.tensor([1.0, 0.0, 0.3], requires_grad=True)
+    returns_b = torch.zeros(3)
+    targets = torch.tensor([1.0, 0.5, 0.5])
+    torch.autograd.backward(bradley_terry_loss(returns_a, returns_b, targets, reduction="none").sum())
+    assert returns_a.grad is not None
+    expected = torch.sigmoid(torch.tensor([1.0, 0.0, 0.3])) - targets  # a tie at equal returns: zero gradient
+    np.testing.assert_allclose(returns_a.grad.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_bradley_terry_loss_is_per_member_over_an_ensemble() -> None:
+    returns_a, returns_b = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.zeros(2, 2)  # (E=2, N=2)
+    losses = bradley_terry_loss(returns_a, returns_b, torch.tensor([1.0, 0.5]), reduction="none")
+    np.testing.assert_allclose(losses.numpy(), [[-LOG_SIGMOID_1, math.log(2)], [math.log(2), math.log(2)]], rtol=1e-6)
+
+
+def test_label_smoothing_mixes_targets_toward_one_half() -> None:
+    smoothed = smooth_targets(torch.tensor([1.0, 0.0, 0.5]), 0.2)
+    np.testing.assert_allclose(smoothed.numpy(), [0.9, 0.1, 0.5], rtol=1e-6)
+    loss = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([0.0]), smoothed[:1])
+    np.testing.assert_allclose(loss.item(), -(0.9 * LOG_SIGMOID_1 + 0.1 * LOG_SIGMOID_M1), rtol=1e-6)
+    np.testing.assert_array_equal(smooth_targets(torch.tensor([1.0, 0.0]), 0.0).numpy(), [1.0, 0.0])
+
+
+def test_preference_data_validates_itself() -> None:
+    features = np.zeros((3, 5, 2))
+    data = PreferenceData(features, features, np.array([1, 0, 0.5]))
+    assert data.features_a.dtype == np.float32 and data.targets.dtype == np.float32
+    assert (len(data), data.segment_length, data.feature_dim) == (3, 5, 2)
+    with pytest.raises(ConfigError, match="targets must be 1"):
+        PreferenceData(features, features, np.array([1, 0, 0.7]))
+    with pytest.raises(ConfigError, match=r"targets must be \(3,\)"):
+        PreferenceData(features, features, np.array([1, 0]))
+    with pytest.raises(ConfigError, match="must both be"):
+        PreferenceData(features, np.zeros((3, 4, 2)), np.array([1, 0, 1]))
+    with pytest.raises(ConfigError, match="NaN"):
+        PreferenceData(np.full((3, 5, 2), np.nan), features, np.array([1, 0, 1]))
+
+
+def test_validation_split_is_stable_as_labels_are_added() -> None:
+    early, late = validation_mask(50, 0.2, split_seed=3), validation_mask(500, 0.2, split_seed=3)
+    np.testing.assert_array_equal(early, late[:50])
+    assert 0.1 < late.mean() < 0.3
+    assert not validation_mask(100, 0.0, split_seed=3).any()
+
+
+def test_trainer_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        RewardTrainerConfig(label_smoothing=1.5)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        RewardTrainerConfig(val_fraction=1.0)

@@ -1,0 +1,129 @@
+"""The RLHF loop end to end with tiny budgets, its label schedule, resume, export/import and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import baselines.ppo
+import rlhf.loop as loop_module
+from baselines.common.errors import ConfigError
+from rlhf.cli import main
+from rlhf.datasets import load_preferences
+from rlhf.loop import RLHFConfig, label_schedule, run_rlhf
+from rlhf.store import PreferenceStore
+
+TINY = RLHFConfig(env="CartPole-v1", labels=24, total_steps=4096, segment_length=20, label_rounds=4, eval_episodes=3)
+
+
+def test_label_schedule_front_loads_and_decays_and_sums_exactly() -> None:
+    schedule = label_schedule(200, 10, 0.25)
+    assert sum(schedule) == 200 and schedule[0] == 50
+    assert all(a >= b for a, b in itertools.pairwise(schedule[1:]))
+    assert label_schedule(7, 3, 0.5) == [4, 2, 1]
+    assert label_schedule(5, 1, 0.25) == [5]
+
+
+def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = run_rlhf(dataclasses.replace(TINY, out=out))
+    assert summary["labels_used"] == 24
+    assert summary["env_steps"] >= 4096 and summary["eval_episodes"] == 3
+    assert 0.0 <= summary["reward_model_accuracy"] <= 1.0
+    for name in ("config.json", "metrics.jsonl", "summary.json", "report.html", "checkpoint.pt", "prefs.sqlite"):
+        assert (out / name).exists(), name
+    assert (out / "reward_model" / "model.safetensors").exists()
+    store = PreferenceStore(out / "prefs.sqlite")
+    labels = store.effective_labels()
+    assert len(labels) == 24 and all(label.labeler == "teacher:oracle" for label in labels)
+    assert store.queue_size() == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["labels/total"] == 24 and any("reward/val_accuracy" in r for r in rows)
+
+
+def test_loop_learns_cartpole_from_few_labels(tmp_path: Path) -> None:
+    config = RLHFConfig(env="CartPole-v1", labels=60, total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
+    summary = run_rlhf(config)
+    assert summary["eval_return_mean"] >= 300.0
+    assert summary["reward_return_correlation"] > 0.5
+
+
+def test_interrupted_run_resumes_from_store_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    config = dataclasses.replace(TINY, out=out)
+    real_update = baselines.ppo.ppo_update
+    calls = {"n": 0}
+
+    def interrupt_after_three(*args: Any) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the run
+        return real_update(*args)
+
+    monkeypatch.setattr(loop_module, "ppo_update", interrupt_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_rlhf(config)
+    monkeypatch.setattr(loop_module, "ppo_update", real_update)
+    saved = torch.load(out / "checkpoint.pt")
+    assert saved["ppo"]["global_step"] == 3 * 256
+    labels_before = len(PreferenceStore(out / "prefs.sqlite").effective_labels())
+    assert 0 < labels_before < 24
+    summary = run_rlhf(RLHFConfig.cli_default(None, None, str(out)))
+    assert summary["env_steps"] == 4096 and summary["labels_used"] == 24
+    assert len(PreferenceStore(out / "prefs.sqlite").effective_labels()) == 24
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 4096
+
+
+def test_export_then_train_reward_from_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    run_rlhf(dataclasses.replace(TINY, out=out))
+    assert main(["export", "--workspace", str(out), "--out", str(tmp_path / "prefs")]) == 0
+    export = load_preferences(tmp_path / "prefs")
+    assert len(export.pairs) == len(
+        [p for p in PreferenceStore(out / "prefs.sqlite").effective_labels() if p.choice != "skip"]
+    )
+    assert (
+        main(["train-reward", "--data", str(tmp_path / "prefs"), "--epochs", "5", "--out", str(tmp_path / "rm")]) == 0
+    )
+    assert (tmp_path / "rm" / "reward_model" / "config.json").exists()
+    capsys.readouterr()
+    code = main(
+        ["train-reward", "--data", str(tmp_path / "prefs"), "--env", "Pendulum-v1", "--out", str(tmp_path / "x")]
+    )
+    assert code == 2 and "collected on CartPole-v1, not Pendulum-v1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--labels", "0"], "--labels must be positive"),
+        (["--segment-length", "900"], "longer than CartPole-v1's horizon of 500"),
+        (["--teacher", "skip"], "needs --teacher-threshold"),
+        (["--env", "CartPol-v1"], "unknown env id"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["run", "--env", "CartPole-v1", *args, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_store_from_another_env_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_rlhf(dataclasses.replace(TINY, total_steps=1024, labels=4, out=out))
+    (out / "summary.json").unlink()  # an unfinished CartPole run in this folder
+    before = (out / "config.json").read_text()
+    with pytest.raises(ConfigError, match="holds CartPole-v1 segments, not Acrobot-v1"):
+        run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=out))
+    assert (out / "config.json").read_text() == before  # nothing rewritten

@@ -1,0 +1,115 @@
+"""Opening a store: URLs and paths, SQLite durability settings, refusals with a clear ConfigError."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from baselines.common.errors import ConfigError
+from rlhf.store import PreferenceStore
+from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, open_store
+
+
+def test_path_means_sqlite_file_and_creates_tables(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    with PreferenceStore(path) as store:
+        assert store.url == f"sqlite:///{path}"
+        assert store.queue_size() == 0
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"rlhf_meta", "rlhf_segments", "rlhf_queries", "rlhf_labels", "rlhf_labelers", "rlhf_status"} <= tables
+
+
+def test_sqlite_runs_in_wal_with_full_sync_and_foreign_keys(tmp_path: Path) -> None:
+    with PreferenceStore(f"sqlite:///{tmp_path / 'prefs.sqlite'}") as store, store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+
+
+def test_normal_sync_is_an_explicit_choice(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    with PreferenceStore(path, sqlite_synchronous="NORMAL") as store, store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    with pytest.raises(ConfigError, match="FULL or NORMAL"):
+        PreferenceStore(path, sqlite_synchronous="OFF")  # type: ignore[arg-type]
+
+
+def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    with open_store(path) as store:
+        store.set_meta("note", {"owner": "me"})
+        labeler_id, token = store.add_labeler("alice")
+    with PreferenceStore(path) as store:
+        assert store.get_meta("note") == {"owner": "me"}
+        labeler = store.labeler_for_token(token)
+        assert labeler is not None and labeler.id == labeler_id
+        binding = store.env()
+        assert binding is not None and binding.env_id == "CartPole-v1"
+
+
+def test_in_memory_url_works_for_one_process() -> None:
+    with PreferenceStore("sqlite://") as store:
+        store.bind_env("CartPole-v1", OBS_SHAPE, DISCRETE_ACTIONS, SEGMENT_LENGTH)
+        assert store.env() is not None
+
+
+def test_nonexistent_directory_is_a_config_error_naming_the_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'prefs.sqlite'}"
+    with pytest.raises(ConfigError, match="does not exist") as error:
+        PreferenceStore(url)
+    assert url in str(error.value)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_directory_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot open"):
+        PreferenceStore(f"sqlite:///{tmp_path / 'file' / 'prefs.sqlite'}")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only directories")
+def test_unwritable_directory_is_a_config_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match="cannot open the preference store at sqlite:///"):
+            PreferenceStore(f"sqlite:///{locked / 'prefs.sqlite'}")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    path.write_bytes(b"this is not an sqlite database, just text that is long enough to have a header" * 20)
+    with pytest.raises(ConfigError, match="cannot open the preference store"):
+        PreferenceStore(path)
+
+
+@pytest.mark.parametrize(
+    "url", ["nosuchdriver://host/db", "sqlite+nosuchdbapi:///x.sqlite", "://x", "postgresql://u@host:notaport/db"]
+)
+def test_unusable_urls_are_config_errors(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError):
+        PreferenceStore(url)
+
+
+def test_unreachable_server_is_a_config_error_without_the_password() -> None:
+    # Either the driver is missing or port 1 refuses the connection; both must read as a ConfigError.
+    with pytest.raises(ConfigError, match="cannot open the preference store at postgresql") as error:
+        PreferenceStore("postgresql://labeler:hunter2@127.0.0.1:1/prefs?connect_timeout=2")
+    assert "hunter2" not in str(error.value)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    PreferenceStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE rlhf_meta SET value = '99' WHERE key = 'rlhf.schema_version'")
+    with pytest.raises(ConfigError, match="schema version 99"):
+        PreferenceStore(path)

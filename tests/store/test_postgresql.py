@@ -1,0 +1,65 @@
+"""The multi-process scenarios and the label rules on PostgreSQL, when a server is given.
+
+Set ``RLHF_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) to a database this
+test may wipe: every test drops and recreates the ``rlhf_*`` tables. Skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine
+
+from rlhf import store as store_module
+from rlhf.store import AlreadyLabeledError, PreferenceStore
+from tests.store import scenarios
+
+URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "")
+pytestmark = pytest.mark.skipif(not URL, reason="set RLHF_TEST_POSTGRES_URL to run the PostgreSQL tests")
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    engine = create_engine(URL)
+    store_module._metadata.drop_all(engine)
+    engine.dispose()
+    yield URL
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        scenarios.two_processes_label_every_query_exactly_as_wanted,
+        scenarios.two_processes_never_lease_the_same_query,
+        scenarios.racing_retries_with_one_key_store_one_label,
+        scenarios.acknowledged_labels_survive_a_killed_process,
+        scenarios.concurrent_first_open_and_bind,
+    ],
+)
+def test_scenario(url: str, scenario: Callable[[str], None]) -> None:
+    scenario(url)
+
+
+def test_labels_undo_and_stats(url: str) -> None:
+    with scenarios.open_bound(url) as store:
+        query_ids = scenarios.add_queries(store, np.random.default_rng(0), 3, labels_wanted=1)
+        alice, token = store.add_labeler("alice")
+        assert store.labeler_for_token(token) is not None
+        query = store.lease_next(alice)
+        assert query is not None
+        label = store.add_label(query.id, alice, "a", 1.0, idempotency_key="x")
+        with pytest.raises(AlreadyLabeledError):
+            store.add_label(query.id, alice, "b", 1.0)
+        assert store.undo_last(alice) == label
+        assert store.queue_size(alice) == 3
+        store.set_status({"round": 1})
+        store.set_status({"round": 2})
+        assert store.get_status() == {"round": 2}
+        assert store.stats().labels_voided == 1
+        pairs = [store.get_query(query_id) for query_id in query_ids]
+        assert set(store.segment_ids()) == {s for q in pairs for s in (q.segment_a, q.segment_b)}
+    with PreferenceStore(url) as reopened:
+        assert reopened.label_counts() == {"alice": 0}
