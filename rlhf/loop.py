@@ -47,7 +47,7 @@ TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal"]
 
 # Per-env settings of the loop (segment length) and of its PPO (overrides of PPO's own table).
 RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "Pendulum-v1": {"segment_length": 50, "ppo": {"num_steps": 512}},
+    "Pendulum-v1": {"segment_length": 50, "ppo": {"num_envs": 8, "num_steps": 256}},
     "CartPole-v1": {"segment_length": 50, "ppo": {}},
 }
 
@@ -84,7 +84,7 @@ class RLHFConfig:
     """Share of the budget labeled in the first round, from the initial policy's segments."""
     label_rounds: int = 10
     """Rounds that collect labels (a hyperbolically decaying number each after the first)."""
-    label_phase: float = 0.5
+    label_phase: float = 0.25
     """Fraction of total_steps over which the label rounds are spread."""
     candidate_factor: int = 10
     """Candidate pairs scored per query (active selection keeps the most informative)."""
