@@ -19,7 +19,9 @@ from rlhf.datasets import load_preferences
 from rlhf.loop import RLHFConfig, label_schedule, run_rlhf
 from rlhf.store import PreferenceStore
 
-TINY = RLHFConfig(env="CartPole-v1", labels=24, total_steps=4096, segment_length=20, label_rounds=4, eval_episodes=3)
+TINY = RLHFConfig(
+    env="CartPole-v1", labels=24, total_steps=4096, segment_length=20, label_rounds=4, label_phase=0.5, eval_episodes=3
+)
 
 
 def test_label_schedule_front_loads_and_decays_and_sums_exactly() -> None:
