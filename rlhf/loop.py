@@ -47,8 +47,8 @@ TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal"]
 
 # Per-env settings of the loop (segment length) and of its PPO (overrides of PPO's own table).
 RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "Pendulum-v1": {"segment_length": 50, "ppo": {"num_envs": 8, "num_steps": 256}},
-    "CartPole-v1": {"segment_length": 50, "ppo": {}},
+    "Pendulum-v1": {"segment_length": 50, "label_phase": 0.25, "ppo": {"num_envs": 8, "num_steps": 256}},
+    "CartPole-v1": {"segment_length": 50, "label_phase": 0.5, "ppo": {}},
 }
 
 
@@ -84,8 +84,8 @@ class RLHFConfig:
     """Share of the budget labeled in the first round, from the initial policy's segments."""
     label_rounds: int = 10
     """Rounds that collect labels (a hyperbolically decaying number each after the first)."""
-    label_phase: float = 0.25
-    """Fraction of total_steps over which the label rounds are spread."""
+    label_phase: float | None = None
+    """Fraction of total_steps over which the label rounds are spread (default: the env's row, else 0.25)."""
     candidate_factor: int = 10
     """Candidate pairs scored per query (active selection keeps the most informative)."""
     pool_size: int = 1000
@@ -122,6 +122,11 @@ class RLHFConfig:
         return cls(**{**values, **({"env": env} if env else {})})
 
     @property
+    def resolved_label_phase(self) -> float:
+        default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("label_phase", 0.25)
+        return float(self.label_phase if self.label_phase is not None else default)
+
+    @property
     def resolved_segment_length(self) -> int:
         default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("segment_length", 50)
         return int(self.segment_length or default)
@@ -145,7 +150,10 @@ class RLHFConfig:
         check(self.labels > 0, f"--labels must be positive (the label budget), got {self.labels}")
         check(self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}")
         check(0 < self.initial_label_fraction <= 1, "--initial-label-fraction must be in (0, 1]")
-        check(self.label_rounds >= 1 and 0 < self.label_phase <= 1, "--label-rounds >= 1, --label-phase in (0, 1]")
+        check(
+            self.label_rounds >= 1 and 0 < self.resolved_label_phase <= 1,
+            "--label-rounds >= 1, --label-phase in (0, 1]",
+        )
         check(self.candidate_factor >= 1 and self.ensemble_size >= 1, "--candidate-factor, --ensemble-size >= 1")
         check(self.query == "uniform" or self.ensemble_size > 1 or self.query == "entropy",
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
@@ -267,7 +275,7 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
         rng = np.random.default_rng([cfg.seed, 1, state.global_step])
     reward_fn = as_ppo_reward_fn(learned_reward, actions="env")
     schedule = label_schedule(cfg.labels, cfg.label_rounds, cfg.initial_label_fraction)
-    round_every = max(1, int(cfg.label_phase * cfg.total_steps / cfg.label_rounds))
+    round_every = max(1, int(cfg.resolved_label_phase * cfg.total_steps / cfg.label_rounds))
     cutter = SegmentCutter(ppo_cfg.num_envs, segment_length, rng)
     pool = SegmentPool(cfg.pool_size)
     segments: dict[str, Segment] = {}
