@@ -591,21 +591,17 @@ def ppo_update(state: PPOState, rollout: Rollout) -> dict[str, float]:
     sums = np.zeros(6)  # policy loss, value loss, entropy, approx kl, clip fraction, grad norm
     count = 0
     stopped_early = False
+    full_batch = cfg.batch_size >= batch  # one minibatch per epoch: order does not matter, skip the shuffle
+    columns = (b_obs, b_actions, b_logp_old, b_advantages, b_returns, b_values)
     for _epoch in range(cfg.n_epochs):
-        perm = state.rng.permutation(batch)
+        perm = None if full_batch else state.rng.permutation(batch)
         for start in range(0, batch, cfg.batch_size):
-            idx = to_backend(perm[start : start + cfg.batch_size])
-            stats = minibatch_gradients(
-                agent,
-                cfg,
-                state.clip_range,
-                b_obs[idx],
-                b_actions[idx],
-                b_logp_old[idx],
-                b_advantages[idx],
-                b_returns[idx],
-                b_values[idx],
-            )
+            if perm is None:
+                minibatch = columns
+            else:
+                idx = to_backend(perm[start : start + cfg.batch_size])
+                minibatch = tuple(column[idx] for column in columns)
+            stats = minibatch_gradients(agent, cfg, state.clip_range, *minibatch)
             grad_norm = agent.params.clip_grad_norm(cfg.max_grad_norm)
             state.optimizer.step()
             stats_np = to_numpy(stats)
