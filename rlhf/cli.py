@@ -19,6 +19,7 @@ from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError
 from baselines.ppo import PPOConfig, train_ppo
 from baselines.tabular.experiment import TabularConfig, run_tabular
+from feedback_ui.server import LabelersAddConfig, ServeConfig, run_labelers_add, run_serve
 from rlhf.loop import RLHFConfig, run_rlhf
 from rlhf.offline import ExportConfig, TrainRewardConfig, run_export, run_train_reward
 
@@ -29,6 +30,8 @@ COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "run": (RLHFConfig, run_rlhf),
     "export": (ExportConfig, run_export),
     "train-reward": (TrainRewardConfig, run_train_reward),
+    "serve": (ServeConfig, run_serve),
+    "labelers-add": (LabelersAddConfig, run_labelers_add),
     "ppo": (PPOConfig, train_ppo),
 }
 
@@ -39,7 +42,7 @@ DESCRIPTION = "rlhf-pipeline: classic RL baselines to reinforcement learning fro
 def _headline(summary: dict[str, Any]) -> str:
     """A short line of the figures people look at first."""
     keys = ("algo", "env_id", "eval_return_mean", "success_rate", "value_start", "steps_per_second", "labels_used",
-            "reward_model_accuracy", "pairs", "path")  # fmt: skip
+            "reward_model_accuracy", "pairs", "path", "url")  # fmt: skip
     shown = {k: summary[k] for k in keys if summary.get(k) is not None}
     if len(summary.get("results", {})) > 1:
         shown["results"] = {
@@ -75,6 +78,8 @@ def parse(argv: Sequence[str]) -> tuple[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand; user errors print one line and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] == ["labelers", "add"]:  # `rlhf labelers add NAME` reads better than the subcommand's name
+        args = ["labelers-add", *args[2:]]
     command = args[0] if args else "rlhf"
     try:
         command, config = parse(args)

@@ -1,0 +1,143 @@
+"""``create_app(settings)``: the labeling service as a FastAPI app, one router per resource.
+
+Every refusal is a 4xx with ``{"detail": "what was wrong"}``: a malformed body or a bad choice 422, a missing or
+wrong token 401 (403 for a labeler's token on an admin route), an unknown pair 404, an answered or taken pair and
+a reused idempotency key 409, a body over ``max_body_bytes`` 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from baselines.common.errors import ConfigError
+from feedback_ui.routers import export, health, labelers, labels, pages, queries, stats
+from feedback_ui.service import LabelingService, PairUnavailableError
+from feedback_ui.settings import Settings, get_settings
+from rlhf.store import (
+    AlreadyLabeledError,
+    DuplicateLabelerError,
+    IdempotencyConflictError,
+    InvalidLabelError,
+    PreferenceStore,
+    StoreError,
+    UnknownLabelerError,
+    UnknownQueryError,
+    UnknownSegmentError,
+)
+
+API_DESCRIPTION = """Labeling service of rlhf-pipeline: people compare two clips of the agent and say which is better.
+
+Authenticate with `Authorization: Bearer TOKEN` (a labeler's token; the admin token on `/api/admin/*`). A labeler
+asks for the next pair (`GET /api/queries/next`), answers it (`POST /api/labels`, sides as seen on screen), and may
+undo their latest answer (`POST /api/labels/undo`). Retries with the same `idempotency_key` are stored once."""
+
+_STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (UnknownQueryError, status.HTTP_404_NOT_FOUND),
+    (UnknownSegmentError, status.HTTP_404_NOT_FOUND),
+    (UnknownLabelerError, status.HTTP_404_NOT_FOUND),
+    (AlreadyLabeledError, status.HTTP_409_CONFLICT),
+    (PairUnavailableError, status.HTTP_409_CONFLICT),
+    (IdempotencyConflictError, status.HTTP_409_CONFLICT),
+    (DuplicateLabelerError, status.HTTP_409_CONFLICT),
+    (InvalidLabelError, status.HTTP_422_UNPROCESSABLE_CONTENT),
+)
+
+
+def _store_error(_request: Request, error: Exception) -> JSONResponse:
+    code = next((code for kind, code in _STATUS_FOR_ERROR if isinstance(error, kind)), status.HTTP_400_BAD_REQUEST)
+    return JSONResponse({"detail": str(error)}, status_code=code)
+
+
+def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path"))
+        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+    return JSONResponse(
+        {"detail": "; ".join(problems) or "invalid request", "errors": jsonable_encoder(error.errors())},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length up front or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body over {self.max_bytes} bytes"
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = JSONResponse({"detail": message}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            incoming = await receive()
+            if incoming["type"] == "http.request":
+                received += len(incoming.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI re-raises HTTPExceptions from body reading as they are.
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=message)
+            return incoming
+
+        await self.app(scope, limited, send)
+
+
+def create_app(settings: Settings | None = None, *, store: PreferenceStore | None = None) -> FastAPI:
+    """The labeling service over the store of ``settings`` (or ``store``), opened now so bad settings fail here.
+
+    Raises:
+        ConfigError: the workspace does not exist, or the database cannot be opened.
+    """
+    settings = settings if settings is not None else get_settings()
+    if settings.workspace is not None and not settings.workspace.is_dir():
+        raise ConfigError(f"workspace {settings.workspace} does not exist (it is the run folder of `rlhf run`)")
+    if store is None:
+        store = PreferenceStore(settings.resolved_db_url, sqlite_synchronous=settings.sqlite_synchronous)
+    service = LabelingService(store, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="rlhf-pipeline labeling service",
+        version="1",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        responses={422: {"description": "invalid input; `detail` says which field and why"}},
+    )
+    app.state.service = service
+    app.state.settings = settings
+    for router in (health.router, queries.router, labels.router, stats.router, labelers.router, export.router):
+        app.include_router(router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    handlers: dict[Any, Any] = {StoreError: _store_error, ConfigError: _store_error}
+    handlers[RequestValidationError] = _validation_error
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,56 @@
+"""Labelers (admin: create, list) and ``POST /api/session`` (the cookie that lets ``<video>`` fetch clips)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from feedback_ui.dependencies import TOKEN_COOKIE, AdminDep, BearerDep, ServiceDep, run_read, run_write
+from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic
+
+router = APIRouter(tags=["labelers"])
+
+
+@router.post(
+    "/api/admin/labelers",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a labeler (admin); the token is shown once",
+    responses={409: {"model": ErrorPublic, "description": "name taken"}},
+)
+async def add_labeler(body: LabelerCreate, _admin: AdminDep, service: ServiceDep) -> LabelerCreated:
+    labeler, token = await run_write(service, service.add_labeler, body.name.strip())
+    return LabelerCreated(
+        id=labeler.id,
+        name=labeler.name,
+        created_at=labeler.created_at,
+        has_token=True,
+        token=token,
+        url=service.labeler_url(token),
+    )
+
+
+@router.get("/api/admin/labelers", summary="All labelers (admin)")
+async def list_labelers(_admin: AdminDep, service: ServiceDep) -> list[LabelerPublic]:
+    labelers = await run_read(service.store.labelers)
+    return [LabelerPublic(id=x.id, name=x.name, created_at=x.created_at, has_token=x.has_token) for x in labelers]
+
+
+@router.post("/api/session", summary="Start a browser session (sets the cookie clips are fetched with)")
+async def start_session(response: Response, service: ServiceDep, credentials: BearerDep) -> dict[str, str]:
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail="missing token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    token = credentials.credentials
+    if service.is_admin(token):
+        role, name = "admin", "admin"
+    else:
+        labeler = service.cached_labeler(token) or await run_read(service.authenticate, token)
+        if labeler is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="unknown token: ask the admin for your personal labeling URL",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        role, name = "labeler", labeler.name
+    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
+    return {"role": role, "name": name}

@@ -1,0 +1,194 @@
+"""Request and response bodies of the JSON API, named by role (``LabelCreate`` in, ``LabelPublic`` out)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Side = Literal["left", "right", "tie", "skip"]
+"""A screen answer: left clip better, right clip better, equally good, can't tell."""
+
+_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+
+
+class Strict(BaseModel):
+    """Bodies refuse unknown fields, so a misspelt field is a 422, not a silently ignored value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClipPublic(BaseModel):
+    """One side of a pair."""
+
+    url: str | None = Field(description="clip URL (H.264 MP4); None when the clip is missing")
+    real_steps: int = Field(description="steps before the episode ended (the rest is a frozen, dimmed frame)")
+    length: int = Field(description="steps in the clip")
+
+
+class PairPublic(BaseModel):
+    """A pair leased to the labeler. Sides are what the labeler sees; which segment is left was drawn per query."""
+
+    query_id: int
+    round: int
+    left: ClipPublic
+    right: ClipPublic
+    lease_expires_at: float | None = Field(description="Unix seconds when the pair returns to the queue")
+
+
+class NextPublic(BaseModel):
+    """The next pair (None when the queue is empty for this labeler) and clips worth prefetching."""
+
+    pair: PairPublic | None
+    prefetch: list[str] = Field(default_factory=list, description="clip URLs of pairs likely to come next")
+
+
+class LabelCreate(Strict):
+    """An answer to a leased pair."""
+
+    query_id: int = Field(ge=1, description="the pair answered")
+    side: Side = Field(description="left, right, tie (equally good) or skip (can't tell)")
+    seconds_taken: float = Field(ge=0, le=86_400, description="seconds the labeler spent on the pair")
+    idempotency_key: str | None = Field(
+        default=None,
+        pattern=_KEY_PATTERN,
+        description="client-chosen key; a retry with the same key is stored once (1-200 of A-Z a-z 0-9 _ . : -)",
+    )
+
+
+class LabelPublic(BaseModel):
+    """A stored answer, as its labeler sees it."""
+
+    label_id: int
+    query_id: int
+    side: Side
+    seconds_taken: float
+    created_at: float
+
+
+class SubmitPublic(BaseModel):
+    """The stored label and, when asked for with ``?next=true``, the next pair."""
+
+    label: LabelPublic
+    next: NextPublic | None = None
+
+
+class UndoCreate(Strict):
+    """Undo of the labeler's most recent label."""
+
+    idempotency_key: str | None = Field(default=None, pattern=_KEY_PATTERN)
+
+
+class UndoPublic(BaseModel):
+    """The voided label (None when there was nothing to undo) and its pair, to answer again."""
+
+    undone: LabelPublic | None
+    pair: PairPublic | None
+
+
+class LoopStatus(BaseModel):
+    """What the RLHF loop last reported (None where not known yet)."""
+
+    round: int | None = None
+    labels: int | None = None
+    reward_model_accuracy: float | None = None
+    policy_true_return: float | None = None
+    updated: dict[str, Any] = Field(default_factory=dict, description="all status values, as the loop wrote them")
+
+
+class ProgressPublic(BaseModel):
+    """The labeler's progress and the loop's status."""
+
+    labeler: str
+    labels_done: int
+    queue_size: int
+    task: str
+    loop: LoopStatus
+
+
+class LabelerCreate(Strict):
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
+
+
+class LabelerPublic(BaseModel):
+    id: int
+    name: str
+    created_at: float
+    has_token: bool
+
+
+class LabelerCreated(LabelerPublic):
+    """A new labeler; the token and personal URL are shown this once."""
+
+    token: str
+    url: str
+
+
+class LabelerStats(BaseModel):
+    name: str
+    labels: int = Field(description="effective labels, skips included")
+    skips: int
+    ties: int
+    undos: int
+    median_seconds: float | None = Field(description="median time per label")
+    labels_per_hour: float | None = Field(description="labels over the span from first to last label")
+    first_label_at: float | None
+    last_label_at: float | None
+
+
+class PairwiseAgreementPublic(BaseModel):
+    labeler_a: str
+    labeler_b: str
+    shared_pairs: int
+    percent_agreement: float
+    cohens_kappa: float | None
+
+
+class AgreementPublic(BaseModel):
+    overlapping_pairs: int
+    fleiss_kappa: float | None
+    percent_agreement: float | None
+    pairwise: list[PairwiseAgreementPublic]
+
+
+class CurvePoint(BaseModel):
+    step: int
+    labels: int | None
+    value: float
+
+
+class AdminStatsPublic(BaseModel):
+    """Everything the admin page shows."""
+
+    labelers: list[LabelerStats]
+    agreement: AgreementPublic
+    store: dict[str, Any]
+    loop: LoopStatus
+    reward_accuracy: list[CurvePoint] = Field(description="reward-model validation accuracy per round")
+    policy_true_return: list[CurvePoint] = Field(description="evaluation return on the env reward")
+    labels_per_pair: int
+    task: str
+
+
+class ExportCreate(Strict):
+    format: Literal["hf", "jsonl"] = "jsonl"
+    include_true_returns: bool = True
+
+
+class ExportPublic(BaseModel):
+    path: str = Field(description="export folder on the server")
+    rows: int
+    format: Literal["hf", "jsonl"]
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    env_id: str | None
+    queries_pending: int
+
+
+class ErrorPublic(BaseModel):
+    """Every 4xx answer: a message that says what was wrong."""
+
+    detail: str

@@ -1,0 +1,446 @@
+"""Starting the labeling service: ``rlhf serve``, ``rlhf labelers-add``, and a background server for the loop.
+
+Everything a user can get wrong is checked before the first request, with a message that says what to do: a
+workspace that does not exist or holds no store, a database that does not open, a port in use, clips missing for
+pairs in the queue. The listening socket is bound before the app starts, so "port in use" is never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tyro
+import uvicorn
+from pydantic import SecretStr, ValidationError
+
+from baselines.common.errors import ConfigError
+from feedback_ui.app import create_app
+from feedback_ui.service import LabelingService
+from feedback_ui.settings import Settings
+from rlhf.store import PreferenceStore
+
+STORE_FILE = "prefs.sqlite"
+ADMIN_TOKEN_FILE = "admin_token"
+SERVER_FILE = "server.json"
+"""Written into the workspace while a server runs: its URL, for ``labelers-add`` and scripts."""
+LOG_FILE = "feedback_ui.log"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Serve the labeling page and JSON API for a workspace (the run folder of `rlhf run`)."""
+
+    workspace: Path
+    """Run folder holding prefs.sqlite and clips/."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (0.0.0.0 for every interface)."""
+    port: int = 8000
+    """TCP port (0: any free port)."""
+    db_url: str | None = None
+    """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+    media_dir: Path | None = None
+    """Folder of the rendered clips (default WORKSPACE/clips)."""
+    task: str | None = None
+    """One-line task shown to labelers, kept in the workspace (default: the workspace's, else one per env)."""
+    labels_per_pair: int | None = None
+    """Labels wanted per pair for the loop's new queries, kept in the workspace (k > 1 measures agreement)."""
+    lease_seconds: float | None = None
+    """Seconds a served pair stays reserved for its labeler (default 300)."""
+    public_url: str | None = None
+    """Base URL for the printed links when the server sits behind a proxy (default http://HOST:PORT)."""
+    allow_missing_clips: bool = False
+    """Start even if pairs in the queue have no clip file (they show a 'clip missing' note)."""
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"
+    """Server log level (info logs every request)."""
+    announce: Literal["text", "json"] = "text"
+    """How to print the URLs once listening (json: one line, for start_server_in_background)."""
+
+
+@dataclass(frozen=True)
+class LabelersAddConfig:
+    """Add a labeler to a workspace and print their personal labeling URL (the token is shown once)."""
+
+    name: tyro.conf.Positional[str]
+    """The labeler's name (unique in the workspace)."""
+    workspace: Path
+    """Run folder holding prefs.sqlite."""
+    db_url: str | None = None
+    """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+    base_url: str | None = None
+    """Server URL for the link (default: the running server's, from WORKSPACE/server.json, else http://127.0.0.1:8000)."""
+
+
+def labeler_url(base_url: str, token: str) -> str:
+    """A labeler's personal URL."""
+    return f"{base_url.rstrip('/')}/?token={token}"
+
+
+def admin_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/admin?token={token}"
+
+
+def _check_workspace(workspace: Path, db_url: str | None) -> None:
+    if db_url is not None and "://" not in db_url:
+        raise ConfigError(
+            f"--db-url {db_url!r} is not a database URL; use e.g. sqlite:///PATH/prefs.sqlite or "
+            "postgresql+psycopg://USER@HOST/DB"
+        )
+    if not workspace.is_dir():
+        raise ConfigError(
+            f"workspace {workspace} does not exist; pass the run folder of `rlhf run` (it holds {STORE_FILE})"
+        )
+    if db_url is None and not (workspace / STORE_FILE).is_file():
+        raise ConfigError(
+            f"workspace {workspace} holds no preference store ({STORE_FILE}); start `rlhf run --teacher human --out "
+            f"{workspace}` first, or pass --db-url"
+        )
+
+
+def workspace_admin_token(workspace: Path) -> str:
+    """The workspace's admin token, created (mode 600) on first use."""
+    path = workspace / ADMIN_TOKEN_FILE
+    if path.is_file():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, or a ConfigError that says why not (port in use, no such address, privileged)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ConfigError(f"cannot listen on host {host!r}: {error.strerror}") from error
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is in use (another server?); pick another with --port, or stop that one"
+            ) from error
+        if error.errno == errno.EACCES:
+            raise ConfigError(f"no permission to listen on port {port} of {host}; use a port above 1023") from error
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_settings(config: ServeConfig, port: int) -> Settings:
+    """Settings from the command line over ``RLHF_UI_*`` variables; a ConfigError for out-of-range values."""
+    overrides: dict[str, Any] = {"workspace": config.workspace, "host": config.host, "port": port}
+    for name, value in (
+        ("db_url", config.db_url),
+        ("media_dir", config.media_dir),
+        ("task_description", config.task),
+        ("labels_per_pair", config.labels_per_pair),
+        ("lease_seconds", config.lease_seconds),
+        ("public_url", config.public_url),
+    ):
+        if value is not None:
+            overrides[name] = value
+    try:
+        settings = Settings(**overrides)
+        if settings.admin_token is None:
+            settings = settings.model_copy(update={"admin_token": SecretStr(workspace_admin_token(config.workspace))})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"invalid labeling-service settings: {problems}") from error
+    return settings
+
+
+@dataclass
+class PreparedServer:
+    """A bound socket and a checked app, ready to run."""
+
+    server: uvicorn.Server
+    sock: socket.socket
+    settings: Settings
+    service: LabelingService
+
+    @property
+    def url(self) -> str:
+        return self.settings.base_url
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (or ``server.should_exit``); then close the socket."""
+        server_file = self.settings.workspace / SERVER_FILE if self.settings.workspace is not None else None
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit lets `finally` clean up.
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+        try:
+            if server_file is not None:
+                server_file.write_text(json.dumps({"url": self.url, "pid": os.getpid()}) + "\n")
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.sock.close()
+            if server_file is not None:
+                with contextlib.suppress(OSError):
+                    server_file.unlink()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def prepare_server(config: ServeConfig) -> PreparedServer:
+    """Check everything, bind the port and build the app; raises ConfigError with what to do."""
+    _check_workspace(config.workspace, config.db_url)
+    if not 0 <= config.port <= 65_535:
+        raise ConfigError(f"--port must be 0-65535, not {config.port}")
+    sock = bind_socket(config.host, config.port)
+    try:
+        settings = make_settings(config, port=int(sock.getsockname()[1]))
+        app = create_app(settings)
+        service: LabelingService = app.state.service
+        missing = [] if config.allow_missing_clips else service.missing_clips()
+        if missing:
+            service.close()
+            raise ConfigError(
+                f"{len(missing)} clip(s) of pairs in the queue are missing from {settings.resolved_media_dir} "
+                f"(segments {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); check --media-dir, or "
+                f"start with --allow-missing-clips (those pairs then show a 'clip missing' note)"
+            )
+    except BaseException:
+        sock.close()
+        raise
+    uvicorn_config = uvicorn.Config(
+        app, log_level=config.log_level, access_log=config.log_level in ("info", "debug"), timeout_graceful_shutdown=5
+    )
+    return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service)
+
+
+def run_serve(config: ServeConfig) -> dict[str, Any]:
+    """``rlhf serve``: serve until interrupted; returns a summary."""
+    prepared = prepare_server(config)
+    token = prepared.settings.admin_token.get_secret_value() if prepared.settings.admin_token is not None else ""
+    if config.announce == "json":
+        print(json.dumps({"event": "listening", "url": prepared.url, "pid": os.getpid()}), flush=True)
+    else:
+        print(f"Labeling service: {prepared.url}", flush=True)
+        print(f"Admin page:       {admin_url(prepared.url, token)}", flush=True)
+        print(f"Add a labeler:    rlhf labelers-add NAME --workspace {config.workspace}", flush=True)
+    prepared.run()
+    return {"url": prepared.url, "path": str(config.workspace)}
+
+
+def serve(workspace: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve ``workspace`` on ``host:port`` until interrupted (options: the other fields of :class:`ServeConfig`)."""
+    run_serve(ServeConfig(workspace=Path(workspace), host=host, port=port, **options))
+
+
+def run_labelers_add(config: LabelersAddConfig) -> dict[str, Any]:
+    """``rlhf labelers-add NAME``: create the labeler, print their URL."""
+    _check_workspace(config.workspace, config.db_url)
+    store = PreferenceStore(config.db_url or config.workspace / STORE_FILE)
+    try:
+        labeler_id, token = store.add_labeler(config.name)
+    finally:
+        store.close()
+    base = config.base_url or _running_url(config.workspace) or "http://127.0.0.1:8000"
+    url = labeler_url(base, token)
+    print(f"{config.name}: {url}", flush=True)
+    return {"labeler": config.name, "labeler_id": labeler_id, "url": url, "path": str(config.workspace)}
+
+
+def _running_url(workspace: Path) -> str | None:
+    try:
+        url = json.loads((workspace / SERVER_FILE).read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return url if isinstance(url, str) else None
+
+
+# --------------------------------------------------------------------------------------------------- background
+
+
+class ServerHandle:
+    """A labeling server running beside the caller (a subprocess or a thread); ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        process: subprocess.Popen[bytes] | None = None,
+        thread: threading.Thread | None = None,
+        server: uvicorn.Server | None = None,
+    ) -> None:
+        self.url = url
+        self.admin_token = admin_token
+        self.process = process
+        self._thread = thread
+        self._server = server
+
+    @property
+    def admin_url(self) -> str:
+        return admin_url(self.url, self.admin_token)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else os.getpid()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Graceful stop (SIGTERM for a subprocess), then SIGKILL after ``timeout_s``. Idempotent."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def wait_healthy(url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``GET /api/health`` until it answers 200; ConfigError on timeout or if ``process`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if process is not None and process.poll() is not None:
+            raise ConfigError(f"the labeling server exited with code {process.returncode} before it answered")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the labeling server at {url} did not answer within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def start_server_in_background(
+    workspace: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    mode: Literal["process", "thread"] = "process",
+    timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> ServerHandle:
+    """Start the labeling service for ``workspace`` and return once it answers.
+
+    ``process`` (default) runs ``python -m feedback_ui`` as a child process with its own interpreter, so the
+    caller's training loop never delays a labeler's request; its log goes to WORKSPACE/feedback_ui.log. ``thread``
+    runs uvicorn on a thread of this process (tests, notebooks).
+
+    Args:
+        workspace: the run folder (holding prefs.sqlite).
+        host: interface to listen on.
+        port: TCP port; 0 picks a free one (read it from ``handle.url``).
+        mode: ``process`` or ``thread``.
+        timeout_s: how long to wait for the server to answer.
+        env: extra environment variables for the child process (e.g. ``RLHF_UI_ADMIN_TOKEN``).
+        **options: other :class:`ServeConfig` fields (``task``, ``labels_per_pair``, ``lease_seconds``, ...).
+
+    Raises:
+        ConfigError: the same startup checks as ``rlhf serve`` (the child's message is passed on).
+    """
+    config = ServeConfig(workspace=Path(workspace), host=host, port=port, announce="json", **options)
+    if mode == "thread":
+        prepared = prepare_server(config)
+        thread = threading.Thread(target=prepared.run, name="feedback-ui", daemon=True)
+        thread.start()
+        wait_healthy(prepared.url, timeout_s)
+        token = prepared.settings.admin_token
+        return ServerHandle(
+            prepared.url, token.get_secret_value() if token else "", thread=thread, server=prepared.server
+        )
+    _check_workspace(config.workspace, config.db_url)
+    command = [sys.executable, "-m", "feedback_ui", *_flags(config)]
+    log_path = config.workspace / LOG_FILE
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    announced = _read_announcement(process, timeout_s)
+    if announced is None:
+        process.kill()
+        process.wait()
+        raise ConfigError(f"the labeling server did not start: {_last_error(log_path)}")
+    # Keep draining stdout so a chatty child can never block on a full pipe.
+    assert process.stdout is not None
+    threading.Thread(target=process.stdout.read, name="feedback-ui-stdout", daemon=True).start()
+    try:
+        wait_healthy(announced, timeout_s, process)
+    except ConfigError:
+        process.kill()
+        process.wait()
+        raise
+    admin = (env or {}).get("RLHF_UI_ADMIN_TOKEN") or os.environ.get("RLHF_UI_ADMIN_TOKEN")
+    return ServerHandle(announced, admin or workspace_admin_token(config.workspace), process=process)
+
+
+def _flags(config: ServeConfig) -> list[str]:
+    flags = []
+    for name, value in vars(config).items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags.extend([flag] if value is True else [flag, str(value)])
+    return flags
+
+
+def _read_announcement(process: subprocess.Popen[bytes], timeout_s: float) -> str | None:
+    """The URL from the child's JSON 'listening' line, or None if it exits or stays silent."""
+    result: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            with contextlib.suppress(ValueError):
+                message = json.loads(raw)
+                if isinstance(message, dict) and message.get("event") == "listening":
+                    result.append(str(message["url"]))
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return result[0] if result else None
+
+
+def _last_error(log_path: Path) -> str:
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"no log at {log_path}"
+    errors = [line for line in lines if "error:" in line.lower()]
+    return (errors or lines or [f"see {log_path}"])[-1]

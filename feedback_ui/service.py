@@ -1,0 +1,470 @@
+"""What the routes do, over the preference store: serve pairs, take answers, undo, count.
+
+The store is the authority (leases, one answer per labeler and pair, idempotency keys, append-only undo); this layer
+translates screen sides to stored choices, refuses answers to pairs that are not the labeler's to answer, and keeps
+small caches of immutable facts (token -> labeler, segment -> clip) so a request costs one store transaction.
+
+Writes go through one lock: SQLite admits one writer at a time, and a waiting writer otherwise sleeps in SQLite's
+busy handler (1, 2, 5, 10, ... ms), which would put tens of milliseconds on a request under load. The routes run
+writes on one dedicated thread (see :mod:`feedback_ui.dependencies`), so the lock is rarely contended in-process;
+other processes (the loop, a second server) still meet at SQLite's own lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from feedback_ui.agreement import agreement
+from feedback_ui.schemas import (
+    AdminStatsPublic,
+    AgreementPublic,
+    ClipPublic,
+    CurvePoint,
+    LabelerStats,
+    LabelPublic,
+    LoopStatus,
+    PairPublic,
+    PairwiseAgreementPublic,
+    ProgressPublic,
+    Side,
+)
+from feedback_ui.settings import DEFAULT_TASKS, GENERIC_TASK, Settings
+from rlhf.datasets import ExportFormat, export_preferences
+from rlhf.store import (
+    AlreadyLabeledError,
+    Label,
+    Labeler,
+    PreferenceStore,
+    Query,
+    StoreError,
+    UnknownQueryError,
+)
+
+TASK_META_KEY = "ui.task_description"
+LABELS_PER_PAIR_META_KEY = "ui.labels_per_pair"
+"""Workspace values in the store's meta table; the loop reads ``ui.labels_per_pair`` as k for its new queries."""
+
+MEDIA_PREFIX = "/media/"
+PROGRESS_TTL_S = 2.0
+_MAX_CACHED = 50_000
+
+
+class PairUnavailableError(StoreError):
+    """The pair is leased to another labeler, or already has all the labels it wants."""
+
+
+@dataclass(frozen=True)
+class _SegmentInfo:
+    clip_name: str | None
+    real_steps: int
+    length: int
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def side_for_choice(query: Query, choice: str) -> Side:
+    """The screen side of a stored choice (inverse of :meth:`Query.choice_for_side`)."""
+    if choice == "tie":
+        return "tie"
+    if choice == "skip":
+        return "skip"
+    if choice not in ("a", "b"):
+        raise StoreError(f"no screen side for choice {choice!r}")
+    return "left" if (choice == "a") == query.left_is_a else "right"
+
+
+class LabelingService:
+    """The labeling service's behaviour over one :class:`PreferenceStore`.
+
+    Args:
+        store: the preference store (closed by :meth:`close`).
+        settings: lease length, media dir, task, labels per pair.
+    """
+
+    def __init__(self, store: PreferenceStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.media_dir = settings.resolved_media_dir.resolve()
+        self.lease_seconds = settings.lease_seconds
+        self.write_lock = threading.Lock()
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        """The one thread the routes run store writes on (see :func:`feedback_ui.dependencies.run_write`)."""
+        self._labelers: dict[str, Labeler] = {}
+        self._segments: dict[str, _SegmentInfo] = {}
+        self._leases: dict[int, Query] = {}
+        self._progress: dict[int, tuple[float, ProgressPublic]] = {}
+        if settings.task_description is not None:
+            store.set_meta(TASK_META_KEY, settings.task_description)
+        if settings.labels_per_pair is not None:
+            store.set_meta(LABELS_PER_PAIR_META_KEY, settings.labels_per_pair)
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+        self.store.close()
+
+    # ----------------------------------------------------------------------------------------- workspace
+
+    @property
+    def task(self) -> str:
+        stored = self.store.get_meta(TASK_META_KEY)
+        if isinstance(stored, str) and stored.strip():
+            return stored
+        binding = self.store.env()
+        return DEFAULT_TASKS.get(binding.env_id, GENERIC_TASK) if binding is not None else GENERIC_TASK
+
+    @property
+    def labels_per_pair(self) -> int:
+        return int(self.store.get_meta(LABELS_PER_PAIR_META_KEY, 1))
+
+    def missing_clips(self, limit: int = 10_000) -> list[str]:
+        """Segments of pending queries whose clip is unset or missing on disk (checked at startup)."""
+        missing: list[str] = []
+        seen: set[str] = set()
+        for query in self.store.pending_queries(limit=limit):
+            for segment_id in (query.segment_a, query.segment_b):
+                if segment_id in seen:
+                    continue
+                seen.add(segment_id)
+                if self.clip_url(segment_id) is None:
+                    missing.append(segment_id)
+        return missing
+
+    # ----------------------------------------------------------------------------------------- labelers
+
+    def cached_labeler(self, token: str) -> Labeler | None:
+        """The labeler of a token if it was seen before (no store access, safe on the event loop)."""
+        return self._labelers.get(hash_token(token))
+
+    def authenticate(self, token: str) -> Labeler | None:
+        """The labeler of a token, or None. Labelers and tokens never change, so positive answers are cached."""
+        key = hash_token(token)
+        labeler = self._labelers.get(key)
+        if labeler is None:
+            labeler = self.store.labeler_for_token(token)
+            if labeler is not None and len(self._labelers) < _MAX_CACHED:
+                self._labelers[key] = labeler
+        return labeler
+
+    def is_admin(self, token: str) -> bool:
+        admin = self.settings.admin_token
+        return admin is not None and secrets.compare_digest(token.encode(), admin.get_secret_value().encode())
+
+    def add_labeler(self, name: str) -> tuple[Labeler, str]:
+        with self.write_lock:
+            labeler_id, token = self.store.add_labeler(name)
+        return self.store.get_labeler(labeler_id), token
+
+    def labeler_url(self, token: str) -> str:
+        return f"{self.settings.base_url}/?token={token}"
+
+    # ----------------------------------------------------------------------------------------- pairs
+
+    def _segment_info(self, segment_id: str) -> _SegmentInfo:
+        info = self._segments.get(segment_id)
+        if info is None or info.clip_name is None:
+            # A clip may be rendered after its segment was stored: look its path up again until it is known.
+            clip_name = self.store.get_clip_path(segment_id)
+            if info is None:
+                segment = self.store.get_segment(segment_id)
+                info = _SegmentInfo(clip_name, segment.real_steps, segment.length)
+            else:
+                info = _SegmentInfo(clip_name, info.real_steps, info.length)
+            if len(self._segments) < _MAX_CACHED:
+                self._segments[segment_id] = info
+        return info
+
+    def clip_file(self, name: str) -> Path | None:
+        """The file behind ``/media/NAME`` if it lies inside the media dir and exists."""
+        path = (self.media_dir / name).resolve()
+        if not path.is_relative_to(self.media_dir) or not path.is_file():
+            return None
+        return path
+
+    def clip_url(self, segment_id: str) -> str | None:
+        info = self._segment_info(segment_id)
+        if info.clip_name is None or self.clip_file(info.clip_name) is None:
+            return None
+        return MEDIA_PREFIX + info.clip_name
+
+    def _clip(self, segment_id: str) -> ClipPublic:
+        info = self._segment_info(segment_id)
+        return ClipPublic(url=self.clip_url(segment_id), real_steps=info.real_steps, length=info.length)
+
+    def pair(self, query: Query) -> PairPublic:
+        return PairPublic(
+            query_id=query.id,
+            round=query.round,
+            left=self._clip(query.left_segment),
+            right=self._clip(query.right_segment),
+            lease_expires_at=query.lease_expires_at,
+        )
+
+    def lease(self, labeler: Labeler) -> Query | None:
+        """Lease the labeler's next pair (a pair already leased to them comes back first)."""
+        with self.write_lock:
+            query = self.store.lease_next(labeler.id, self.lease_seconds)
+        if query is not None:
+            if len(self._leases) >= _MAX_CACHED:
+                self._leases.clear()
+            self._leases[query.id] = query
+        return query
+
+    def prefetch_urls(self, labeler: Labeler, current: Query, pairs: int = 2) -> list[str]:
+        """Clip URLs of the pairs this labeler is likely to get next (best effort: others may lease them first)."""
+        now = time.time()
+        urls: list[str] = []
+        found = 0
+        for query in self.store.pending_queries(labeler_id=labeler.id, limit=4 * pairs + 1):
+            leased_by_other = (
+                query.lease_labeler not in (None, labeler.id)
+                and query.lease_expires_at is not None
+                and query.lease_expires_at > now
+            )
+            if query.id == current.id or leased_by_other:
+                continue
+            for segment_id in (query.segment_a, query.segment_b):
+                url = self.clip_url(segment_id)
+                if url is not None and url not in urls:
+                    urls.append(url)
+            found += 1
+            if found == pairs:
+                break
+        return urls
+
+    # ----------------------------------------------------------------------------------------- labels
+
+    def submit(
+        self, labeler: Labeler, query_id: int, side: Side, seconds_taken: float, key: str | None
+    ) -> tuple[Label, Query]:
+        """Store an answer given as a screen side.
+
+        A labeler may answer a pair they hold (even after the lease lapsed, unless someone else took it since), a
+        pair they undid, or repeat an earlier request with the same idempotency key.
+
+        Raises:
+            UnknownQueryError: no such pair.
+            PairUnavailableError: leased to someone else, or it has all its labels.
+            AlreadyLabeledError, IdempotencyConflictError: from the store.
+        """
+        now = time.time()
+        query = self._leases.get(query_id)
+        fast = (
+            query is not None
+            and query.lease_labeler == labeler.id
+            and query.lease_expires_at is not None
+            and query.lease_expires_at > now
+        )
+        if not fast:
+            try:
+                query = self.store.get_query(query_id)
+            except UnknownQueryError as error:
+                raise UnknownQueryError(f"unknown pair {query_id}") from error
+        assert query is not None
+        choice = query.choice_for_side(side)
+        with self.write_lock:
+            if not fast:
+                self._check_open(labeler, query, key, now)
+            label = self.store.add_label(query_id, labeler.id, choice, seconds_taken, key)
+        self._leases.pop(query_id, None)
+        self._progress.pop(labeler.id, None)
+        return label, query
+
+    def _check_open(self, labeler: Labeler, query: Query, key: str | None, now: float) -> None:
+        """The slow path of :meth:`submit`: answers to pairs the labeler does not hold (retries, after an undo)."""
+        if key is not None and any(label.idempotency_key == key for label in self.store.labels(labeler.id)):
+            return  # a retry: the store replays the stored label (or reports a conflicting reuse of the key)
+        if (
+            query.lease_labeler not in (None, labeler.id)
+            and query.lease_expires_at is not None
+            and query.lease_expires_at > now
+        ):
+            raise PairUnavailableError(f"pair {query.id} is leased to another labeler; ask for the next pair")
+        answers = [label for label in self.store.effective_labels() if label.query_id == query.id]
+        if any(label.labeler_id == labeler.id for label in answers):
+            raise AlreadyLabeledError(f"you already answered pair {query.id}; undo it to change your answer")
+        if len(answers) >= query.labels_wanted:
+            raise PairUnavailableError(f"pair {query.id} already has the labels it wants; ask for the next pair")
+
+    def label_public(self, label: Label, query: Query | None = None) -> LabelPublic:
+        query = query if query is not None and query.id == label.query_id else self.store.get_query(label.query_id)
+        return LabelPublic(
+            label_id=label.id,
+            query_id=label.query_id,
+            side=side_for_choice(query, label.choice),
+            seconds_taken=label.seconds_taken,
+            created_at=label.created_at,
+        )
+
+    def undo(self, labeler: Labeler, key: str | None) -> tuple[Label | None, Query | None]:
+        """Void the labeler's latest label; returns it and its pair (to answer again), or ``(None, None)``."""
+        with self.write_lock:
+            voided = self.store.undo_last(labeler.id, key)
+        self._progress.pop(labeler.id, None)
+        if voided is None:
+            return None, None
+        return voided, self.store.get_query(voided.query_id)
+
+    def my_labels(self, labeler: Labeler, limit: int) -> list[LabelPublic]:
+        """The labeler's effective labels, newest first."""
+        records = self.store.labels(labeler.id)
+        voided = {record.supersedes for record in records if record.is_undo}
+        answers = [record for record in reversed(records) if not record.is_undo and record.id not in voided]
+        return [self.label_public(label) for label in answers[:limit]]
+
+    # ----------------------------------------------------------------------------------------- progress
+
+    def loop_status(self) -> LoopStatus:
+        status = self.store.get_status()
+
+        def number(*keys: str) -> float | None:
+            for key in keys:
+                value = status.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    return float(value)
+            return None
+
+        round_ = number("round")
+        labels = number("labels")
+        return LoopStatus(
+            round=None if round_ is None else int(round_),
+            labels=None if labels is None else int(labels),
+            reward_model_accuracy=number("reward_model_accuracy", "reward/val_accuracy"),
+            policy_true_return=number("policy_true_return", "eval/return_mean"),
+            updated=status,
+        )
+
+    def progress(self, labeler: Labeler) -> ProgressPublic:
+        """The labeler's counts and the loop's status, at most ``PROGRESS_TTL_S`` old.
+
+        Every open page polls this; counting the queue scans it, so answers are shared for a moment (the page
+        counts its own labels as it goes).
+        """
+        now = time.monotonic()
+        cached = self._progress.get(labeler.id)
+        if cached is not None and now - cached[0] < PROGRESS_TTL_S:
+            return cached[1]
+        progress = ProgressPublic(
+            labeler=labeler.name,
+            labels_done=self.store.label_counts().get(labeler.name, 0),
+            queue_size=self.store.queue_size(labeler.id),
+            task=self.task,
+            loop=self.loop_status(),
+        )
+        self._progress[labeler.id] = (now, progress)
+        return progress
+
+    def admin_stats(self) -> AdminStatsPublic:
+        records = self.store.labels()
+        effective = self.store.effective_labels()
+        names = {labeler.id: labeler.name for labeler in self.store.labelers()}
+        undos: Counter[int] = Counter(record.labeler_id for record in records if record.is_undo)
+        by_labeler: dict[int, list[Any]] = defaultdict(list)
+        for label in effective:
+            by_labeler[label.labeler_id].append(label)
+        rows = []
+        for labeler_id, name in names.items():
+            labels = by_labeler.get(labeler_id, [])
+            times = [label.created_at for label in labels]
+            span = max(times) - min(times) if times else 0.0
+            rows.append(
+                LabelerStats(
+                    name=name,
+                    labels=len(labels),
+                    skips=sum(label.choice == "skip" for label in labels),
+                    ties=sum(label.choice == "tie" for label in labels),
+                    undos=undos.get(labeler_id, 0),
+                    median_seconds=statistics.median(label.seconds_taken for label in labels) if labels else None,
+                    labels_per_hour=(len(labels) - 1) / span * 3600 if span >= 1.0 else None,
+                    first_label_at=min(times) if times else None,
+                    last_label_at=max(times) if times else None,
+                )
+            )
+        stats = agreement((label.query_id, label.labeler, label.choice) for label in effective)
+        store_stats = self.store.stats()
+        accuracy, returns = self._curves()
+        return AdminStatsPublic(
+            labelers=rows,
+            agreement=AgreementPublic(
+                overlapping_pairs=stats.overlapping_pairs,
+                fleiss_kappa=stats.fleiss_kappa,
+                percent_agreement=stats.percent_agreement,
+                pairwise=[
+                    PairwiseAgreementPublic(
+                        labeler_a=p.labeler_a,
+                        labeler_b=p.labeler_b,
+                        shared_pairs=p.shared_pairs,
+                        percent_agreement=p.percent_agreement,
+                        cohens_kappa=p.kappa,
+                    )
+                    for p in stats.pairwise
+                ],
+            ),
+            store={
+                "segments": store_stats.segments,
+                "queries": store_stats.queries,
+                "queries_pending": store_stats.queries_pending,
+                "queries_leased": store_stats.queries_leased,
+                "labels": store_stats.labels,
+                "labels_voided": store_stats.labels_voided,
+                "choices": store_stats.choices,
+                "mean_seconds_taken": store_stats.mean_seconds_taken,
+            },
+            loop=self.loop_status(),
+            reward_accuracy=accuracy,
+            policy_true_return=returns,
+            labels_per_pair=self.labels_per_pair,
+            task=self.task,
+        )
+
+    def _curves(self) -> tuple[list[CurvePoint], list[CurvePoint]]:
+        """Reward-model accuracy and policy return over the run, from the workspace's metrics.jsonl."""
+        accuracy: list[CurvePoint] = []
+        returns: list[CurvePoint] = []
+        workspace = self.settings.workspace
+        path = workspace / "metrics.jsonl" if workspace is not None else None
+        if path is None or not path.is_file():
+            return accuracy, returns
+        with path.open() as lines:
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line being written right now
+                labels = row.get("labels/total")
+                for key, curve in (("reward/val_accuracy", accuracy), ("eval/return_mean", returns)):
+                    value = row.get(key)
+                    if isinstance(value, int | float):
+                        curve.append(
+                            CurvePoint(
+                                step=int(row.get("step", 0)),
+                                labels=int(labels) if isinstance(labels, int | float) else None,
+                                value=float(value),
+                            )
+                        )
+        return accuracy, returns
+
+    # ----------------------------------------------------------------------------------------- export
+
+    def export(self, format: ExportFormat, include_true_returns: bool, folder: Path | None = None) -> tuple[Path, int]:
+        """The same export as ``rlhf export``, into ``folder`` (default WORKSPACE/exports/FORMAT-TIME)."""
+        if folder is None:
+            base = self.settings.workspace if self.settings.workspace is not None else Path(tempfile.gettempdir())
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            folder = base / "exports" / f"{format}-{stamp}-{secrets.token_hex(3)}"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        rows = export_preferences(self.store, folder, format=format, include_true_returns=include_true_returns)
+        return folder, rows

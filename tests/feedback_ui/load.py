@@ -1,0 +1,86 @@
+"""Simulated labelers over HTTP for the load and crash tests: each asks for a pair, answers it, repeats."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+SIDES = ("left", "right", "tie", "skip")
+
+
+@dataclass
+class Acknowledged:
+    """A label the server answered 2xx for."""
+
+    labeler: str
+    query_id: int
+    side: str
+    key: str
+    label_id: int
+
+
+@dataclass
+class LoadResult:
+    acknowledged: list[Acknowledged] = field(default_factory=list)
+    unanswered: list[tuple[str, int, str, str]] = field(default_factory=list)
+    """(token, query_id, side, key) of submits that got no answer (the server died mid-request)."""
+    errors: list[str] = field(default_factory=list)
+
+
+def label_concurrently(
+    url: str,
+    labelers: dict[str, str],
+    labels_each: int,
+    stop: threading.Event | None = None,
+    timeout_s: float = 120.0,
+) -> LoadResult:
+    """Every labeler (name -> token) on its own thread and connection labels ``labels_each`` pairs."""
+    result = LoadResult()
+    lock = threading.Lock()
+    deadline = time.monotonic() + timeout_s
+
+    def work(name: str, token: str, seed: int) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        done = 0
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            while done < labels_each and time.monotonic() < deadline and not (stop and stop.is_set()):
+                try:
+                    pair = client.get("/api/queries/next")
+                except httpx.TransportError:
+                    return  # the server is gone
+                if pair.status_code != 200:
+                    with lock:
+                        result.errors.append(f"{name} next: {pair.status_code} {pair.text}")
+                    return
+                if pair.json()["pair"] is None:
+                    time.sleep(0.01)
+                    continue
+                query_id = int(pair.json()["pair"]["query_id"])
+                side = SIDES[(seed + done) % len(SIDES)]
+                key = uuid.uuid4().hex
+                body = {"query_id": query_id, "side": side, "seconds_taken": 0.5, "idempotency_key": key}
+                try:
+                    answer = client.post("/api/labels", json=body)
+                except httpx.TransportError:
+                    with lock:
+                        result.unanswered.append((token, query_id, side, key))
+                    return
+                with lock:
+                    if answer.status_code == 200:
+                        label_id = int(answer.json()["label"]["label_id"])
+                        result.acknowledged.append(Acknowledged(name, query_id, side, key, label_id))
+                    else:
+                        result.errors.append(f"{name} submit: {answer.status_code} {answer.text}")
+                        return
+                done += 1
+
+    with ThreadPoolExecutor(max_workers=len(labelers)) as pool:
+        futures = [pool.submit(work, name, token, i) for i, (name, token) in enumerate(labelers.items())]
+        for future in futures:
+            future.result()
+    return result

@@ -1,0 +1,130 @@
+"""The labeling page in Debian's Chromium (headless, driven by Playwright) against a real server and database."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from feedback_ui.server import ServerHandle, start_server_in_background
+from rlhf.store import PreferenceStore
+from tests.feedback_ui.conftest import queue_pairs
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (apt-get install chromium); CI installs it",
+)
+LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def server(workspace: Path, store: PreferenceStore) -> Iterator[ServerHandle]:
+    queue_pairs(store, 8)
+    store.set_status({"round": 1, "reward/val_accuracy": 0.8})
+    with start_server_in_background(workspace, port=0) as handle:
+        yield handle
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        # Tall enough that both clips are on screen: Chromium pauses muted autoplay videos that are off-screen.
+        yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser.close()
+
+
+def _shown_pair(page: Page, previous: int | None = None) -> int:
+    """Wait for a pair other than ``previous`` to be shown and answerable; return its query id."""
+    page.wait_for_function(
+        """previous => {
+            const pair = document.getElementById("pair");
+            const ready = !document.querySelector('.choices button[data-side="left"]').disabled;
+            return !pair.hidden && ready && Number(pair.dataset.queryId) !== previous;
+        }""",
+        arg=previous if previous is not None else -1,
+        timeout=15_000,
+    )
+    return int(page.get_attribute("#pair", "data-query-id") or "0")
+
+
+def _labels_done(page: Page, expected: int) -> None:
+    page.wait_for_function(f'document.getElementById("labels-done").textContent === "{expected}"', timeout=10_000)
+
+
+def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
+    _, token = store.add_labeler("alice")
+    page.goto(f"{server.url}/?token={token}")
+    assert "token" not in page.url  # taken out of the address bar
+    query_id = _shown_pair(page)
+    _labels_done(page, 0)
+    assert page.text_content("#loop-round") == "1" and page.text_content("#loop-accuracy") == "80%"
+
+    # The clips play: both report a duration and decode frames as time passes.
+    durations = page.eval_on_selector_all("video", "videos => videos.map(v => v.duration)")
+    assert len(durations) == 2 and all(d > 0 for d in durations)
+    frames_before = page.eval_on_selector_all(
+        "video", "videos => videos.map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
+    )
+    page.wait_for_timeout(700)
+    frames_after = page.eval_on_selector_all(
+        "video", "videos => videos.map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
+    )
+    assert all(after > before for before, after in zip(frames_before, frames_after, strict=True))
+
+    answers: list[tuple[int, str]] = []
+    for key, side in (("ArrowLeft", "left"), ("ArrowRight", "right"), ("ArrowUp", "tie")):
+        page.keyboard.press(key)
+        answers.append((query_id, side))
+        query_id = _shown_pair(page, previous=query_id)
+        _labels_done(page, len(answers))
+    page.get_by_role("button", name="Can't tell").click()
+    answers.append((query_id, "skip"))
+    last_answered = query_id
+    query_id = _shown_pair(page, previous=query_id)
+    _labels_done(page, 4)
+
+    page.keyboard.press("z")  # undo the click: its pair comes back
+    assert _shown_pair(page, previous=query_id) == last_answered
+    _labels_done(page, 3)
+    assert "Undid your answer" in (page.text_content("#message") or "")
+    page.wait_for_function('document.getElementById("labels-done").textContent === "3"')
+
+    effective = store.effective_labels()
+    assert [(label.query_id, label.labeler) for label in effective] == [(q, "alice") for q, _ in answers[:3]]
+    for label, (query, side) in zip(effective, answers[:3], strict=True):
+        assert label.choice == store.get_query(query).choice_for_side(side)  # type: ignore[arg-type]
+    records = store.labels()
+    assert [r.choice for r in records][-1] == "undo" and len(records) == 5
+
+
+def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
+    page.goto(f"{server.url}/?token=not-a-token")
+    page.wait_for_selector("#fatal:not([hidden])")
+    assert "This link is not valid" in (page.text_content("#fatal") or "")
+
+    _, token = store.add_labeler("bob")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{server.url}/?token={token}")
+    _shown_pair(page)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # no horizontal scrolling on a phone
+    for name in ("Left better", "Right better", "Equally good", "Can't tell", "Undo last", "Replay"):
+        box = page.get_by_role("button", name=name).bounding_box()
+        assert box is not None and box["height"] >= 44 and box["x"] + box["width"] <= 390
+    assert page.get_by_label("Playback speed").is_visible()
+
+
+def test_admin_page(server: ServerHandle, page: Page) -> None:
+    page.goto(server.admin_url)
+    page.wait_for_selector("#cards .card")
+    page.fill("#labeler-name", "carol")
+    page.get_by_role("button", name="Add labeler").click()
+    page.wait_for_selector("#new-labeler code")
+    assert (page.text_content("#new-labeler code") or "").startswith(f"{server.url}/?token=")
+    page.wait_for_function("document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
+    assert "carol" in (page.text_content("#labelers") or "")
