@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import tyro
@@ -19,15 +20,52 @@ from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError
 from baselines.ppo import PPOConfig, train_ppo
 from baselines.tabular.experiment import TabularConfig, run_tabular
-from feedback_ui.server import LabelersAddConfig, ServeConfig, run_labelers_add, run_serve
+from feedback_ui.server import (
+    LabelersAddConfig,
+    ServeConfig,
+    ServerHandle,
+    labeler_url,
+    run_labelers_add,
+    run_serve,
+    start_server_in_background,
+)
 from rlhf.loop import RLHFConfig, run_rlhf
 from rlhf.offline import ExportConfig, TrainRewardConfig, run_export, run_train_reward
+from rlhf.store import PreferenceStore
+
+
+def run_loop(config: RLHFConfig) -> dict[str, Any]:
+    """`rlhf run`; with --teacher human the labeling service runs alongside the loop, stopped at the end."""
+    if not config.human:
+        return run_rlhf(config)
+    handle: ServerHandle | None = None
+
+    def start_service(workspace: Path) -> None:
+        nonlocal handle
+        handle = start_server_in_background(workspace, config.host, config.port)
+        store = PreferenceStore(workspace / "prefs.sqlite")
+        try:
+            labeler = store.get_labeler_by_name("you")
+            personal = "" if labeler is not None else labeler_url(handle.url, store.add_labeler("you")[1])
+        finally:
+            store.close()
+        print(f"labeling service: {handle.url}  (admin: {handle.admin_url})", file=sys.stderr, flush=True)
+        if personal:
+            print(f"label here: {personal}", file=sys.stderr, flush=True)
+        print(f"more labelers: rlhf labelers add NAME --workspace {workspace}", file=sys.stderr, flush=True)
+
+    try:
+        return run_rlhf(config, on_store_ready=start_service)
+    finally:
+        if handle is not None:
+            handle.stop()
+
 
 # Subcommand -> (config class, runner). A runner validates, writes the run folder and returns summary.json.
 COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "bandit": (BanditConfig, run_bandit),
     "tabular": (TabularConfig, run_tabular),
-    "run": (RLHFConfig, run_rlhf),
+    "run": (RLHFConfig, run_loop),
     "export": (ExportConfig, run_export),
     "train-reward": (TrainRewardConfig, run_train_reward),
     "serve": (ServeConfig, run_serve),

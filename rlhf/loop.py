@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,7 @@ from baselines.common.report import Report, color
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, write_json
 from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
+from rlhf.render import render_segments
 from rlhf.reward import (
     LearnedReward,
     PreferenceData,
@@ -43,7 +46,7 @@ from rlhf.segments import Segment, SegmentCutter, SegmentPool, absorbing_feature
 from rlhf.store import PreferenceStore, describe_action_space
 from rlhf.teachers import SimulatedTeacher, make_teacher
 
-TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal"]
+TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal", "human"]
 
 # Per-env settings of the loop (segment length) and of its PPO (overrides of PPO's own table).
 RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -59,7 +62,8 @@ class RLHFConfig:
     env: str = "Pendulum-v1"
     """Gymnasium env id."""
     teacher: TeacherName = "oracle"
-    """Who labels: a B-Pref simulated teacher (oracle, noisy, myopic, mistake, skip, equal)."""
+    """Who labels: a B-Pref simulated teacher (oracle, noisy, myopic, mistake, skip, equal), or human: people in
+    the browser (the labeling service starts alongside the loop)."""
     teacher_beta: float | None = None
     """noisy: Bradley-Terry rationality (default 1)."""
     teacher_gamma: float | None = None
@@ -98,6 +102,12 @@ class RLHFConfig:
     """Reward-model learning rate."""
     label_smoothing: float = 0.0
     """Label smoothing of the Bradley-Terry targets (for noisy labelers)."""
+    human_retrain_labels: int = 10
+    """--teacher human: retrain the reward model each time this many new labels are in."""
+    host: str = "127.0.0.1"
+    """--teacher human: address of the labeling service."""
+    port: int = 8000
+    """--teacher human: port of the labeling service."""
     eval_every: int = 10_000
     """Evaluate the policy on the true reward every this many env steps (and at the end)."""
     eval_episodes: int = 10
@@ -167,7 +177,13 @@ class RLHFConfig:
                 length <= horizon, f"--segment-length {length} is longer than {self.env}'s horizon of {horizon} steps"
             )
 
-    def make_teacher(self) -> SimulatedTeacher:
+    @property
+    def human(self) -> bool:
+        return self.teacher == "human"
+
+    def make_teacher(self) -> SimulatedTeacher | None:
+        if self.human:
+            return None
         return make_teacher(
             self.teacher, self.teacher_beta, self.teacher_gamma, self.teacher_epsilon, self.teacher_threshold
         )
@@ -203,6 +219,8 @@ class LoopState:
 
     round: int = 0
     labels_used: int = 0
+    queries: int = 0
+    trained_on: int = 0
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -220,8 +238,13 @@ def _preference_data(store: PreferenceStore, segments: dict[str, Segment], actio
     )
 
 
-def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
-    """Run the loop into the run folder; return summary.json's content."""
+def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Run the loop into the run folder; return summary.json's content.
+
+    With ``--teacher human`` the loop is asynchronous: each round queues pairs (with their clips) in the store and
+    PPO goes on with the current reward model; the model is retrained whenever ``human_retrain_labels`` new labels
+    are in. ``on_store_ready(out)`` is called once the store exists (the CLI starts the labeling service there).
+    """
     config.validate()
     resuming = config.resume is not None
     cfg = dataclasses.replace(config, out=config.out or config.resume or default_run_dir("run", config.env))
@@ -239,7 +262,7 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
         raise ConfigError(f"{out} already holds a finished run; choose another --out or --resume it")
     out.mkdir(parents=True, exist_ok=True)
     # Simulated labels need no power-loss durability; a person's labels (the labeling service) get FULL.
-    store = PreferenceStore(out / "prefs.sqlite", sqlite_synchronous="NORMAL")
+    store = PreferenceStore(out / "prefs.sqlite", sqlite_synchronous="FULL" if cfg.human else "NORMAL")
     try:
         store.bind_env(cfg.env, obs_shape, describe_action_space(action_space), segment_length)
     except ConfigError:
@@ -247,7 +270,9 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
         raise
     folder = RunFolder.create(out, cfg, allow_existing=True)
     teacher = cfg.make_teacher()
-    labeler_id = store.get_or_create_labeler(f"teacher:{teacher.name}").id
+    labeler_id = store.get_or_create_labeler(f"teacher:{teacher.name}").id if teacher is not None else -1
+    if on_store_ready is not None:
+        on_store_ready(out)
     rng = np.random.default_rng([cfg.seed, 1])
     feature_dim = int(np.prod(obs_shape)) + action_feature_dim(action_space) + 1
     model_cfg = RewardModelConfig(
@@ -303,7 +328,14 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
                     metrics |= _label_round(
                         cfg, store, teacher, labeler_id, model, pool, wanted, rng, loop, action_space
                     )
+                    loop.round = due
+                    store.set_status({"round": loop.round, "labels": loop.labels_used})
+                retrain = wanted > 0
+                if cfg.human:
+                    retrain = _wait_for_human_labels(cfg, store, loop, schedule[0])
+                if retrain:
                     data = _preference_data(store, segments, action_space)
+                    loop.labels_used = loop.trained_on = len(data.targets)
                     if len(data.targets) >= 2:
                         fit = train_reward_model(model, data, trainer_cfg, rng)
                         metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
@@ -313,7 +345,6 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
                         )
                         loop.history.append({"step": state.global_step, "round": loop.round, **metrics})
                         save_reward_model(model, out / "reward_model")
-                    loop.round = due
                     store.set_status({"round": loop.round, "labels": loop.labels_used, **metrics})
                 rollout.rewards = reward_fn(rollout)
                 metrics |= ppo_update(state, rollout)
@@ -352,7 +383,7 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
         "reward_model_accuracy": accuracy,
         "reward_return_correlation": metrics_last.get("reward/return_correlation")
         or next((h["reward/return_correlation"] for h in reversed(loop.history)), None),
-        "teacher": teacher.name,
+        "teacher": cfg.teacher,
         "query": cfg.query,
         "reward_model": cfg.reward_model,
     }
@@ -364,7 +395,7 @@ def run_rlhf(config: RLHFConfig) -> dict[str, Any]:
 def _label_round(
     cfg: RLHFConfig,
     store: PreferenceStore,
-    teacher: SimulatedTeacher,
+    teacher: SimulatedTeacher | None,
     labeler_id: int,
     model: Any,
     pool: SegmentPool,
@@ -373,8 +404,13 @@ def _label_round(
     loop: LoopState,
     action_space: Any,
 ) -> dict[str, float]:
-    """Select ``wanted`` pairs, queue them in the store, and have the teacher answer them through the store."""
-    wanted = min(wanted, cfg.labels - loop.labels_used)
+    """Select ``wanted`` pairs and queue them in the store; a simulated teacher answers them through the store.
+
+    For people (``teacher`` None) the pairs' clips are rendered first, and nobody waits for the answers here.
+    """
+    wanted = min(wanted, cfg.labels - loop.queries)
+    if wanted <= 0:
+        return {}
     candidates = pool.sample_pairs(wanted * cfg.candidate_factor, rng)
     probabilities = None
     if cfg.query != "uniform" and loop.labels_used > 0:
@@ -385,12 +421,19 @@ def _label_round(
         )
     method: QueryMethod = cfg.query if probabilities is not None else "uniform"
     chosen, priorities = select_pairs(method, candidates, wanted, probabilities, rng)
+    if teacher is None:
+        unrendered = [s for pair in chosen for s in pair if store.get_clip_path(s.id) is None]
+        render_segments(store, list({s.id: s for s in unrendered}.values()), cfg_out(cfg) / "clips", env_id=cfg.env)
     store.add_queries(
         [(a.id, b.id) for a, b in chosen],
         priorities.tolist(),
         (rng.random(len(chosen)) < 0.5).tolist(),
         loop.round,
+        labels_wanted=int(store.get_meta("ui.labels_per_pair", 1)) if teacher is None else 1,
     )
+    loop.queries += len(chosen)
+    if teacher is None:
+        return {"labels/queued": float(len(chosen))}
     by_id = {s.id: s for pair in chosen for s in pair}
     answered = 0
     while (query := store.lease_next(labeler_id, lease_seconds=300)) is not None:
@@ -400,6 +443,31 @@ def _label_round(
         answered += 1
     loop.labels_used += answered
     return {"labels/round": float(answered)}
+
+
+def cfg_out(cfg: RLHFConfig) -> Path:
+    assert cfg.out is not None
+    return cfg.out
+
+
+def _wait_for_human_labels(cfg: RLHFConfig, store: PreferenceStore, loop: LoopState, first_round: int) -> bool:
+    """Whether enough new human labels are in to retrain; before the first model, wait for them (PPO on an
+    untrained reward would learn noise)."""
+    needed = min(cfg.human_retrain_labels, first_round)
+    announced = False
+    while True:
+        count = sum(1 for p in store.effective_labels() if p.choice != "skip")
+        loop.labels_used = count
+        if loop.trained_on == 0 and count >= needed:
+            return True
+        if loop.trained_on > 0:
+            return count - loop.trained_on >= cfg.human_retrain_labels or (
+                count > loop.trained_on and count >= cfg.labels
+            )
+        if not announced:
+            print(f"waiting for the first {needed} labels from the labeling page ...", file=sys.stderr, flush=True)
+            announced = True
+        time.sleep(0.5)
 
 
 def _return_correlation(model: Any, segments: list[Segment], action_space: Any) -> float:
@@ -420,7 +488,7 @@ def _save(out: Path, state: PPOState, learned_reward: LearnedReward, loop: LoopS
         {
             "ppo": state_dict(state),
             "learned_reward": learned_reward.state_dict(),
-            "loop": {"round": loop.round, "labels_used": loop.labels_used, "history": loop.history},
+            "loop": dataclasses.asdict(loop),
         },
     )
     write_json(out / "loop_state.json", {"round": loop.round, "labels_used": loop.labels_used})
