@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test lint typecheck pytest demo bench clean
+.PHONY: setup test lint typecheck pytest demo classic-demo bench clean
 
 setup: $(STAMP)
 
@@ -29,13 +29,16 @@ pytest: setup
 test: lint typecheck pytest
 
 demo: setup
-	rm -rf $(DEMO_OUT)  # a fresh demo each time (run folders refuse to overwrite a finished run)
-	$(BIN)/rlhf bandit --figure 2.2 --out $(DEMO_OUT)/bandit-figure-2.2
-	$(BIN)/rlhf bandit --figure 2.6 --runs 500 --out $(DEMO_OUT)/bandit-figure-2.6
+	rm -rf $(DEMO_OUT)  # a fresh demo each time; `rlhf demo --resume` continues an interrupted one
+	$(BIN)/rlhf demo --out $(DEMO_OUT)
+
+classic-demo: setup
+	rm -rf runs/classic
+	$(BIN)/rlhf bandit --figure 2.2 --out runs/classic/bandit-figure-2.2
+	$(BIN)/rlhf bandit --figure 2.6 --runs 500 --out runs/classic/bandit-figure-2.6
 	$(BIN)/rlhf tabular --env GridWorld-v0 --preset cliff --algo sarsa --algo q-learning \
-		--alpha 0.5 --epsilon 0.1 --episodes 500 --runs 20 --out $(DEMO_OUT)/tabular-cliff
-	$(BIN)/rlhf tabular --env FrozenLake-v1 --algo value-iteration --gamma 0.99 --out $(DEMO_OUT)/tabular-frozenlake
-	@echo "Reports: $(DEMO_OUT)/*/report.html"
+		--alpha 0.5 --epsilon 0.1 --episodes 500 --runs 20 --out runs/classic/tabular-cliff
+	$(BIN)/rlhf tabular --env FrozenLake-v1 --algo value-iteration --gamma 0.99 --out runs/classic/tabular-frozenlake
 
 bench: setup
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"

@@ -837,6 +837,8 @@ def train_ppo(
                 bar.update(cfg.rollout_steps)
                 if recent_returns:
                     bar.set_postfix(train_return=f"{np.mean(recent_returns):.1f}", refresh=False)
+        if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
+            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
     finally:
         state.envs.close()
     save_checkpoint(folder.path / "checkpoint.pt", state_dict(state))

@@ -29,6 +29,7 @@ from feedback_ui.server import (
     run_serve,
     start_server_in_background,
 )
+from rlhf.demo import DemoConfig, run_demo
 from rlhf.loop import RLHFConfig, run_rlhf
 from rlhf.offline import ExportConfig, TrainRewardConfig, run_export, run_train_reward
 from rlhf.store import PreferenceStore
@@ -68,19 +69,20 @@ COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "run": (RLHFConfig, run_loop),
     "export": (ExportConfig, run_export),
     "train-reward": (TrainRewardConfig, run_train_reward),
+    "demo": (DemoConfig, run_demo),
     "serve": (ServeConfig, run_serve),
     "labelers-add": (LabelersAddConfig, run_labelers_add),
     "ppo": (PPOConfig, train_ppo),
 }
 
-RESUMABLE = ("ppo", "run", "dqn")
+RESUMABLE = ("ppo", "run", "dqn", "demo")
 DESCRIPTION = "rlhf-pipeline: classic RL baselines to reinforcement learning from human feedback."
 
 
 def _headline(summary: dict[str, Any]) -> str:
     """A short line of the figures people look at first."""
     keys = ("algo", "env_id", "eval_return_mean", "success_rate", "value_start", "steps_per_second", "labels_used",
-            "reward_model_accuracy", "pairs", "path", "url")  # fmt: skip
+            "reward_model_accuracy", "pairs", "path", "url", "reference_eval_return", "report")  # fmt: skip
     shown = {k: summary[k] for k in keys if summary.get(k) is not None}
     if len(summary.get("results", {})) > 1:
         shown["results"] = {

@@ -365,6 +365,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                 _save(out, state, learned_reward, loop)
                 bar.update(ppo_cfg.rollout_steps)
                 bar.set_postfix(labels=loop.labels_used, refresh=False)
+        if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
+            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
     finally:
         envs.close()
     wall = time.perf_counter() - start_time

@@ -34,6 +34,11 @@ import numpy as np
 from baselines.common.errors import ConfigError
 from rlhf.segments import Segment
 
+# rgb_array rendering needs no display; without this pygame (classic control) looks for one and complains on
+# headless machines.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
 CLIP_SUFFIX = ".mp4"
 DIM_FACTOR = 0.35
 """Brightness of the frozen frame shown on padded steps (1 = unchanged)."""
