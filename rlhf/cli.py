@@ -18,8 +18,10 @@ import tyro
 from baselines.bandits.experiment import BanditConfig, run_bandit
 from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError
+from baselines.dqn import DQNConfig, train_dqn
 from baselines.ppo import PPOConfig, train_ppo
 from baselines.tabular.experiment import TabularConfig, run_tabular
+from baselines.tune import TuneConfig, run_tune
 from feedback_ui.server import (
     LabelersAddConfig,
     ServeConfig,
@@ -73,6 +75,8 @@ COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
     "serve": (ServeConfig, run_serve),
     "labelers-add": (LabelersAddConfig, run_labelers_add),
     "ppo": (PPOConfig, train_ppo),
+    "dqn": (DQNConfig, train_dqn),
+    "tune": (TuneConfig, run_tune),
 }
 
 RESUMABLE = ("ppo", "run", "dqn", "demo")

@@ -1,0 +1,107 @@
+"""The tuner: trials as run folders, a resumable SQLite study, pruning, the report and a best config that the
+training command reads back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from baselines.common.errors import ConfigError
+from baselines.dqn import DQNConfig
+from baselines.tune import TuneConfig, algorithms, make_objective, open_study, run_tune
+
+
+def _small_space(trial: optuna.Trial, env: str) -> dict[str, object]:
+    """A cheap space for tests: tiny networks, a few gradient steps."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "n_step": trial.suggest_categorical("n_step", [1, 3]),
+        "double_dqn": trial.suggest_categorical("double_dqn", [False, True]),
+        "hidden_sizes": (16, 16),
+        "learning_starts": 100,
+        "train_freq": 50,
+        "gradient_steps": 5,
+    }
+
+
+@pytest.fixture
+def small_dqn(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = algorithms()
+    small = {**table, "dqn": table["dqn"].__class__(table["dqn"].config_class, table["dqn"].train, _small_space)}
+    monkeypatch.setattr("baselines.tune.algorithms", lambda: small)
+
+
+@pytest.mark.filterwarnings("ignore:Target and region quantiles")  # importances of a 3-trial study
+def test_study_trials_report_best_config_and_resume(tmp_path: Path, small_dqn: None) -> None:
+    out = tmp_path / "study"
+    config = TuneConfig("dqn", trials=3, total_steps=400, evaluations=2, eval_episodes=2, startup_trials=2, out=out)
+    summary = run_tune(config)
+    assert summary["trials"] == 3 and summary["complete"] + summary["pruned"] == 3
+    assert (out / "study.sqlite").exists()
+    trial_dirs = sorted((out / "trials").iterdir())
+    assert [d.name for d in trial_dirs] == ["trial-0000", "trial-0001", "trial-0002"]
+    assert all((d / "config.json").exists() for d in trial_dirs)
+    html = (out / "report.html").read_text()
+    for title in ("Optimization history", "Parameter importances", "Parallel coordinates", "Slices"):
+        assert title in html
+    # The best config trains as it was tuned: `rlhf dqn --config best_config.json` starts from these values.
+    best = DQNConfig.cli_default(None, summary["best_config"], None)
+    best_trial = json.loads((out / "trials" / f"trial-{summary['best_trial']:04d}" / "config.json").read_text())
+    for field in ("learning_rate", "n_step", "double_dqn", "hidden_sizes", "total_steps", "train_freq"):
+        assert json.loads(json.dumps(getattr(best, field))) == best_trial[field]
+    # Resuming the study runs only the missing trials.
+    summary = run_tune(TuneConfig("dqn", trials=4, total_steps=400, evaluations=2, eval_episodes=2, out=out))
+    assert summary["trials"] == 4 and len(list((out / "trials").iterdir())) == 4
+    with pytest.raises(ConfigError, match="holds a study"):
+        run_tune(TuneConfig("dqn", trials=5, total_steps=800, out=out))
+
+
+def test_a_trial_below_the_pruners_bar_is_pruned(tmp_path: Path, small_dqn: None) -> None:
+    cfg = TuneConfig("dqn", trials=1, total_steps=400, evaluations=2, eval_episodes=2, out=tmp_path).resolved()
+    study = open_study(cfg, pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    study.optimize(make_objective(cfg, algorithms()["dqn"]), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [200]  # stopped at the first evaluation
+    assert (tmp_path / "trials" / "trial-0000" / "config.json").exists()
+    assert not (tmp_path / "trials" / "trial-0000" / "summary.json").exists()
+
+
+def test_search_spaces_give_valid_configs(tmp_path: Path) -> None:
+    for name, algorithm in algorithms().items():
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(20):
+            trial = study.ask()
+            values = algorithm.search_space(trial, "CartPole-v1")
+            algorithm.config_class.defaults_for("CartPole-v1", **values, out=tmp_path / name).validate()
+            study.tell(trial, 0.0)
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--trials"):
+        run_tune(TuneConfig("dqn", trials=0, out=tmp_path / "a"))
+    with pytest.raises(ConfigError, match="unknown env id"):
+        run_tune(TuneConfig("dqn", env="NoSuchEnv-v0", out=tmp_path / "b"))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="pick another --out"):
+        run_tune(TuneConfig("dqn", trials=1, out=tmp_path / "c"))
+
+
+@pytest.mark.filterwarnings("ignore:Target and region quantiles")
+def test_ppo_trials_run_through_the_same_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = algorithms()
+    if "ppo" not in table:
+        pytest.skip("baselines/ppo.py is not in this checkout")
+
+    def tiny(trial: optuna.Trial, env: str) -> dict[str, object]:
+        return {"learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-3, log=True), "hidden_sizes": (16,)}
+
+    ppo = table["ppo"].__class__(table["ppo"].config_class, table["ppo"].train, tiny)
+    monkeypatch.setattr("baselines.tune.algorithms", lambda: {**table, "ppo": ppo})
+    summary = run_tune(TuneConfig("ppo", trials=2, total_steps=1024, evaluations=2, eval_episodes=2, out=tmp_path))
+    assert summary["tuned_algo"] == "ppo" and summary["complete"] + summary["pruned"] == 2
+    assert json.loads((tmp_path / "best_config.json").read_text())["hidden_sizes"] == [16]
