@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: the pinned release is a CPU build on these machines; an unpinned one pulls CUDA (GBs).
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# The bench extra (Stable-Baselines3) too: mypy checks the side-by-side benchmarks against it.
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 	touch $(STAMP)
 
 lint: setup
@@ -41,7 +42,6 @@ classic-demo: setup
 	$(BIN)/rlhf tabular --env FrozenLake-v1 --algo value-iteration --gamma 0.99 --out runs/classic/tabular-frozenlake
 
 bench: setup
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
 	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

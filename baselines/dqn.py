@@ -202,7 +202,7 @@ class DQNConfig:
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> DQNConfig:
         """The instance the CLI shows and overrides: a resumed run's config, or the env's row (+ a config file)."""
         if resume is not None:
-            return cls(**_read_config(Path(resume) / "config.json"), resume=Path(resume), out=Path(resume))
+            return cls(**{**_read_config(Path(resume) / "config.json"), "resume": Path(resume), "out": Path(resume)})
         file_env = _read_config(Path(config_file)).get("env") if config_file else None
         config = {"config": Path(config_file)} if config_file else {}
         return cls.defaults_for(env or file_env or cls.env, **config)

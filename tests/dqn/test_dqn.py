@@ -268,6 +268,10 @@ def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
     assert eval_steps == [500, 1000, 1500]
     with pytest.raises(ConfigError, match="already ran 1500 steps"):
         train_dqn(DQNConfig(resume=out))
+    shown = DQNConfig.cli_default(None, None, str(out))  # what `rlhf dqn --resume DIR` starts from
+    assert (shown.resume, shown.out, shown.total_steps, shown.hidden_sizes) == (out, out, 1500, (16, 16))
+    more = train_dqn(dataclasses.replace(shown, total_steps=1800))  # `--resume DIR --total-steps 1800`
+    assert more["resumed_from_step"] == 1500 and more["env_steps"] == 1800
     with pytest.raises(ConfigError, match="drop --learning-rate"):
         DQNConfig(resume=out, learning_rate=0.5).resolved()
 
