@@ -39,6 +39,7 @@ from rlhf.reward import (
     as_ppo_reward_fn,
     build_reward_model,
     load_reward_model,
+    preference_data,
     save_reward_model,
     train_reward_model,
 )
@@ -230,12 +231,7 @@ def _preference_data(store: PreferenceStore, segments: dict[str, Segment], actio
     missing = [i for p in labeled for i in (p.segment_a, p.segment_b) if i not in segments]
     for segment in store.get_segments(sorted(set(missing))):
         segments[segment.id] = segment
-    targets = np.array([{"a": 1.0, "b": 0.0, "tie": 0.5}[p.choice] for p in labeled], dtype=np.float32)
-    return PreferenceData(
-        features_a=segment_features([segments[p.segment_a] for p in labeled], action_space),
-        features_b=segment_features([segments[p.segment_b] for p in labeled], action_space),
-        targets=targets,
-    )
+    return preference_data([(segments[p.segment_a], segments[p.segment_b], p.choice) for p in labeled], action_space)
 
 
 def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None = None) -> dict[str, Any]:
@@ -425,7 +421,8 @@ def _label_round(
     chosen, priorities = select_pairs(method, candidates, wanted, probabilities, rng)
     if teacher is None:
         unrendered = [s for pair in chosen for s in pair if store.get_clip_path(s.id) is None]
-        render_segments(store, list({s.id: s for s in unrendered}.values()), cfg_out(cfg) / "clips", env_id=cfg.env)
+        assert cfg.out is not None
+        render_segments(store, list({s.id: s for s in unrendered}.values()), cfg.out / "clips", env_id=cfg.env)
     store.add_queries(
         [(a.id, b.id) for a, b in chosen],
         priorities.tolist(),
@@ -445,11 +442,6 @@ def _label_round(
         answered += 1
     loop.labels_used += answered
     return {"labels/round": float(answered)}
-
-
-def cfg_out(cfg: RLHFConfig) -> Path:
-    assert cfg.out is not None
-    return cfg.out
 
 
 def _wait_for_human_labels(cfg: RLHFConfig, store: PreferenceStore, loop: LoopState, first_round: int) -> bool:

@@ -18,15 +18,15 @@ from rlhf.datasets import check_compatible, export_preferences, load_preferences
 from rlhf.loop import RLHFConfig
 from rlhf.reward import (
     LearnedReward,
-    PreferenceData,
     RewardModelConfig,
     RewardTrainerConfig,
     as_ppo_reward_fn,
     build_reward_model,
+    preference_data,
     save_reward_model,
     train_reward_model,
 )
-from rlhf.segments import absorbing_features, action_feature_dim, segment_features
+from rlhf.segments import absorbing_features, action_feature_dim
 from rlhf.store import PreferenceStore
 
 
@@ -103,11 +103,7 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
     out = config.out or default_run_dir("train-reward", env_id)
     folder = RunFolder.create(out, config)
     start = time.perf_counter()
-    data = PreferenceData(
-        features_a=segment_features([p.segment_a for p in pairs], action_space),
-        features_b=segment_features([p.segment_b for p in pairs], action_space),
-        targets=np.array([{"a": 1.0, "b": 0.0, "tie": 0.5}[p.choice] for p in pairs], dtype=np.float32),
-    )
+    data = preference_data([(p.segment_a, p.segment_b, p.choice) for p in pairs], action_space)
     obs_dim = int(np.prod(obs_shape))
     model = build_reward_model(
         RewardModelConfig(

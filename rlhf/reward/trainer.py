@@ -14,17 +14,19 @@ a label held out in one round stays held out in the next and validation numbers 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
 
 from baselines.common.errors import ConfigError, check
 from rlhf.reward.models import RewardModel
+from rlhf.segments import Segment, segment_features
 
 CHOICE_TARGETS: dict[str, float] = {"a": 1.0, "b": 0.0, "tie": 0.5}
 """Training target of each label choice; ``skip`` labels train nothing and never reach the trainer."""
@@ -69,6 +71,15 @@ class PreferenceData:
     @property
     def feature_dim(self) -> int:
         return int(self.features_a.shape[2])
+
+
+def preference_data(pairs: Sequence[tuple[Segment, Segment, str]], action_space: gym.Space[Any]) -> PreferenceData:
+    """Training data from labeled segment pairs ``(segment a, segment b, choice)``; skips must be left out."""
+    return PreferenceData(
+        features_a=segment_features([a for a, _, _ in pairs], action_space),
+        features_b=segment_features([b for _, b, _ in pairs], action_space),
+        targets=np.array([CHOICE_TARGETS[choice] for _, _, choice in pairs], dtype=np.float32),
+    )
 
 
 @dataclass(frozen=True)
