@@ -7,9 +7,7 @@ Requests authenticate with ``Authorization: Bearer TOKEN`` (a labeler's token, o
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
@@ -24,8 +22,11 @@ TOKEN_COOKIE = "rlhf_token"
 _T = TypeVar("_T")
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     """The settings the app was created with (``create_app(settings)``; ``get_settings()`` when none given).
+
+    Dependencies here are ``async def``: FastAPI runs a plain ``def`` dependency on its thread pool, a thread hop
+    per request for a dictionary lookup.
 
     Read from the app rather than installed with ``app.dependency_overrides``: FastAPI rebuilds every dependency of
     every request while any override is set (0.8 ms a request, measured here). Tests pass settings to create_app.
@@ -43,7 +44,7 @@ _bearer = HTTPBearer(
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def get_service(request: Request) -> LabelingService:
+async def get_service(request: Request) -> LabelingService:
     service: LabelingService = request.app.state.service
     return service
 
@@ -52,8 +53,8 @@ ServiceDep = Annotated[LabelingService, Depends(get_service)]
 
 
 async def run_write(service: LabelingService, function: Callable[..., _T], *args: Any) -> _T:
-    """Run a store write on the service's single writer thread (writes are serialized there, in arrival order)."""
-    return await asyncio.get_running_loop().run_in_executor(service.writer, partial(function, *args))
+    """Run a store write on the service's writer thread (in arrival order, batched into transactions)."""
+    return await service.writer.run(function, *args)
 
 
 async def run_read(function: Callable[..., _T], *args: Any) -> _T:

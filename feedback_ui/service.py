@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +40,7 @@ from feedback_ui.schemas import (
     Side,
 )
 from feedback_ui.settings import DEFAULT_TASKS, GENERIC_TASK, Settings
+from feedback_ui.writer import StoreWriter
 from rlhf.datasets import ExportFormat, export_preferences
 from rlhf.store import (
     AlreadyLabeledError,
@@ -100,12 +100,13 @@ class LabelingService:
         self.settings = settings
         self.media_dir = settings.resolved_media_dir.resolve()
         self.lease_seconds = settings.lease_seconds
-        self.write_lock = threading.Lock()
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        """The one thread the routes run store writes on (see :func:`feedback_ui.dependencies.run_write`)."""
+        self.write_lock = threading.RLock()
         self._labelers: dict[str, Labeler] = {}
         self._segments: dict[str, _SegmentInfo] = {}
+        self._clip_files: dict[str, Path] = {}
         self._leases: dict[int, Query] = {}
+        self.writer = StoreWriter(store, self.write_lock, on_failed_commit=self._leases.clear)
+        """The thread the routes run store writes on, batched (see :func:`feedback_ui.dependencies.run_write`)."""
         self._progress: dict[int, tuple[float, ProgressPublic]] = {}
         if settings.task_description is not None:
             store.set_meta(TASK_META_KEY, settings.task_description)
@@ -113,7 +114,7 @@ class LabelingService:
             store.set_meta(LABELS_PER_PAIR_META_KEY, settings.labels_per_pair)
 
     def close(self) -> None:
-        self.writer.shutdown(wait=True)
+        self.writer.close()
         self.store.close()
 
     # ----------------------------------------------------------------------------------------- workspace
@@ -188,10 +189,19 @@ class LabelingService:
         return info
 
     def clip_file(self, name: str) -> Path | None:
-        """The file behind ``/media/NAME`` if it lies inside the media dir and exists."""
+        """The file behind ``/media/NAME`` if it lies inside the media dir and exists.
+
+        Clips are written once and never change, so a file found is remembered (a clip deleted later answers 404
+        from the media route); a missing one is looked for again next time.
+        """
+        known = self._clip_files.get(name)
+        if known is not None:
+            return known
         path = (self.media_dir / name).resolve()
         if not path.is_relative_to(self.media_dir) or not path.is_file():
             return None
+        if len(self._clip_files) < _MAX_CACHED:
+            self._clip_files[name] = path
         return path
 
     def clip_url(self, segment_id: str) -> str | None:
@@ -222,6 +232,11 @@ class LabelingService:
                 self._leases.clear()
             self._leases[query.id] = query
         return query
+
+    def next_pair(self, labeler: Labeler) -> tuple[Query, PairPublic] | None:
+        """Lease the labeler's next pair and describe it for the page (one call on the writer thread)."""
+        query = self.lease(labeler)
+        return None if query is None else (query, self.pair(query))
 
     def prefetch_urls(self, labeler: Labeler, current: Query, pairs: int = 2) -> list[str]:
         """Clip URLs of the pairs this labeler is likely to get next (best effort: others may lease them first)."""

@@ -2,15 +2,20 @@
 
 The RLHF loop writes segments and queries; labelers (people through the labeling service, or simulated teachers)
 lease queries and append labels; reward training reads the effective labels back. Every public method is one
-transaction, so several threads, processes or server machines can share one store.
+transaction (or one savepoint of a :meth:`PreferenceStore.batch`), so several threads, processes or server machines
+can share one store.
 
 Design choices, at the points where they matter:
 
 * **Durability.** SQLite runs in WAL mode with ``synchronous=FULL``: every commit fsyncs the write-ahead log before
   it returns, so an acknowledged label survives a process crash *and* a power loss. ``NORMAL`` would only fsync at
   checkpoints and could lose the last commits on power loss; one fsync per label costs a few milliseconds, far below
-  the pace of human labeling. Bulk writes (segments, queries, teacher labels) are batched into one transaction, and
-  simulated-teacher runs may opt into ``sqlite_synchronous="NORMAL"``.
+  the pace of human labeling. Bulk writes (segments, queries, teacher labels) are batched into one transaction;
+  a server answering many labelers runs their calls in :meth:`PreferenceStore.batch` (group commit: one fsync for
+  all the writes that waited), and simulated-teacher runs may opt into ``sqlite_synchronous="NORMAL"``.
+* **The queue.** Each query keeps ``labels_done`` (its effective answers, updated by answers and undos), and a
+  partial index holds the open queries (``labels_done < labels_wanted``) in serving order: leasing reads a few index
+  entries whatever the number of answered queries.
 * **Write serialization.** SQLite write transactions start with ``BEGIN IMMEDIATE`` (the writer lock is taken
   up front and waited for with ``busy_timeout``), so a read-then-write never fails halfway with ``SQLITE_BUSY``.
   Reads use plain deferred transactions and never block writers (WAL). On PostgreSQL the row checks that must not
@@ -39,6 +44,7 @@ import math
 import os
 import re
 import secrets
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,6 +70,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
+    case,
     create_engine,
     event,
     exists,
@@ -72,6 +80,7 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -79,7 +88,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Engine, Row, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.selectable import NamedFromClause
 
 from baselines.common.errors import ConfigError
@@ -93,7 +102,7 @@ CHOICES: tuple[str, ...] = ("a", "b", "tie", "skip")
 UNDO = "undo"
 """The ``choice`` of a record that voids the label named in its ``supersedes``."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_LEASE_SECONDS = 600.0
 _MAX_CLAIM_ATTEMPTS = 100
 _MAX_KEY_LENGTH = 200
@@ -348,6 +357,9 @@ queries_table = Table(
     Column("round", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("labels_wanted", Integer, nullable=False, default=1),
+    # Effective answers so far (skips included), kept by add_label and undo_last: "still wants labels" is then a
+    # column comparison that a partial index serves, instead of counting labels per query.
+    Column("labels_done", Integer, nullable=False, default=0, server_default="0"),
     Column("lease_labeler", Integer, ForeignKey("rlhf_labelers.id"), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
     CheckConstraint("segment_a <> segment_b", name="ck_rlhf_queries_distinct_segments"),
@@ -355,6 +367,16 @@ queries_table = Table(
     Index("ix_rlhf_queries_lease", "lease_labeler"),
 )
 Index("ix_rlhf_queries_priority", queries_table.c.priority.desc(), queries_table.c.id)
+_OPEN = queries_table.c.labels_done < queries_table.c.labels_wanted
+# The open queries in serving order: leasing walks this index and stops at the first match, however many queries
+# were answered before.
+_open_index = Index(
+    "ix_rlhf_queries_open",
+    queries_table.c.priority.desc(),
+    queries_table.c.id,
+    sqlite_where=_OPEN,
+    postgresql_where=_OPEN,
+)
 
 labels_table = Table(
     "rlhf_labels",
@@ -389,12 +411,17 @@ def _is_effective(label: NamedFromClause, voider: NamedFromClause) -> ColumnElem
 
 def _needs_labels(query: NamedFromClause) -> ColumnElement[bool]:
     """SQL predicate: ``query`` has fewer effective labels than it wants."""
-    effective_count = (
+    return query.c.labels_done < query.c.labels_wanted
+
+
+def _effective_count(query: NamedFromClause) -> ColumnElement[int]:
+    """SQL: the effective labels of ``query``, counted (what ``labels_done`` holds; for migrations and checks)."""
+    return (
         select(func.count())
         .select_from(_counted)
         .where(_counted.c.query_id == query.c.id, _is_effective(_counted, _counted_voider))
-    ).scalar_subquery()
-    return effective_count < query.c.labels_wanted
+        .scalar_subquery()
+    )
 
 
 def _answered_by(query: NamedFromClause, labeler_id: int) -> ColumnElement[bool]:
@@ -402,6 +429,55 @@ def _answered_by(query: NamedFromClause, labeler_id: int) -> ColumnElement[bool]
     return exists().where(
         _own.c.query_id == query.c.id, _own.c.labeler_id == labeler_id, _is_effective(_own, _own_voider)
     )
+
+
+# The statements of the hot paths (leasing and answering), built once with bind parameters: building a statement
+# costs more than running it. Parameter names start with ``p_`` (column names are reserved in UPDATE values).
+_q = queries_table
+_P_LABELER: BindParameter[int] = bindparam("p_labeler")
+_P_NOW: BindParameter[float] = bindparam("p_now")
+_P_QUERY: BindParameter[int] = bindparam("p_query")
+_WANTED_BY_LABELER = and_(
+    _OPEN,
+    ~exists().where(_own.c.query_id == _q.c.id, _own.c.labeler_id == _P_LABELER, _is_effective(_own, _own_voider)),
+)
+_LEASE_FREE = or_(_q.c.lease_labeler.is_(None), _q.c.lease_expires_at <= _P_NOW, _q.c.lease_labeler == _P_LABELER)
+_SERVING_ORDER = (_q.c.priority.desc(), _q.c.id)
+# Two small queries rather than one ORDER BY "held first": each walks an index and stops at the first match.
+_HELD_QUERY = (
+    select(_q.c.id)
+    .where(_q.c.lease_labeler == _P_LABELER, _q.c.lease_expires_at > _P_NOW, _WANTED_BY_LABELER)
+    .order_by(*_SERVING_ORDER)
+    .limit(1)
+)
+_FREE_QUERY = select(_q.c.id).where(_WANTED_BY_LABELER, _LEASE_FREE).order_by(*_SERVING_ORDER).limit(1)
+# Optimistic claim: only succeeds if nobody leased the row since it was read.
+_CLAIM_QUERY = (
+    update(_q)
+    .where(_q.c.id == _P_QUERY, _WANTED_BY_LABELER, _LEASE_FREE)
+    .values(lease_labeler=_P_LABELER, lease_expires_at=bindparam("p_until"))
+    .returning(*_q.c)
+)
+_LOCK_QUERY = select(_q.c.id).where(_q.c.id == _P_QUERY).with_for_update()
+_LABEL_BY_KEY = select(labels_table).where(
+    labels_table.c.labeler_id == _P_LABELER, labels_table.c.idempotency_key == bindparam("p_key")
+)
+_ANSWER_OF_LABELER = select(_own.c.id).where(
+    _own.c.query_id == _P_QUERY, _own.c.labeler_id == _P_LABELER, _is_effective(_own, _own_voider)
+)
+_INSERT_LABEL = insert(labels_table).returning(*labels_table.c)
+# An answer counts for its query and ends the answering labeler's lease on it.
+_COUNT_ANSWER = (
+    update(_q)
+    .where(_q.c.id == _P_QUERY)
+    .values(
+        labels_done=_q.c.labels_done + 1,
+        lease_labeler=case((_q.c.lease_labeler == _P_LABELER, None), else_=_q.c.lease_labeler),
+        lease_expires_at=case((_q.c.lease_labeler == _P_LABELER, None), else_=_q.c.lease_expires_at),
+    )
+)
+_UNCOUNT_ANSWER = update(_q).where(_q.c.id == _P_QUERY).values(labels_done=_q.c.labels_done - 1)
+_LABELER_BY_ID = select(labelers_table).where(labelers_table.c.id == _P_LABELER)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -532,6 +608,8 @@ class PreferenceStore:
         self.url = url.render_as_string(hide_password=True)
         """The URL with any password hidden, for messages."""
         self._clock = clock
+        self._known_labelers: set[int] = set()
+        self._batch = threading.local()
         if sqlite_synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"sqlite_synchronous must be FULL or NORMAL, not {sqlite_synchronous!r}")
         self._engine = self._create_engine(url, busy_timeout_s, sqlite_synchronous)
@@ -590,11 +668,65 @@ class PreferenceStore:
 
     @contextmanager
     def _transaction(self, write: bool = False) -> Iterator[Connection]:
+        batch: Connection | None = getattr(self._batch, "conn", None)
+        if batch is not None:
+            # Inside batch(): join its transaction; a savepoint undoes just this call's writes if it raises. Plain
+            # SQL, because SQLAlchemy's begin_nested() compiles its SAVEPOINT afresh every time.
+            depth = self._batch.depth = self._batch.depth + 1
+            savepoint = f"rlhf_call_{depth}"
+            batch.exec_driver_sql(f"SAVEPOINT {savepoint}")
+            try:
+                yield batch
+            except BaseException:
+                batch.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                batch.exec_driver_sql(f"RELEASE SAVEPOINT {savepoint}")
+                raise
+            finally:
+                self._batch.depth = depth - 1
+            batch.exec_driver_sql(f"RELEASE SAVEPOINT {savepoint}")
+            return
         with self._engine.connect() as conn:
             if write:
                 conn.execution_options(**{_WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    @property
+    def serializes_writes(self) -> bool:
+        """Whether the database runs one write transaction at a time (SQLite), so that :meth:`batch` costs no
+        concurrency and cannot deadlock with other processes."""
+        return self._engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the store calls made on this thread inside the block as one write transaction (group commit).
+
+        A server that answers many labelers pays one commit (one fsync) per batch instead of one per call. Each call
+        in the block still behaves as its own transaction towards its caller: one that raises leaves no writes
+        behind (it runs in a savepoint), the others stand. Nothing is visible to other connections, and so nothing
+        should be acknowledged to anyone, before the block exits; if the commit fails, every call in it is undone.
+
+        Meant for SQLite (see :attr:`serializes_writes`). On a server database a batch holds the row locks of all
+        its calls until it commits, so batches of two processes can deadlock; there, commit call by call (the
+        server groups concurrent commits itself).
+
+        Raises:
+            StoreError: batches do not nest.
+        """
+        if getattr(self._batch, "conn", None) is not None:
+            raise StoreError("store batches do not nest")
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    self._batch.conn, self._batch.depth = conn, 0
+                    try:
+                        yield
+                    finally:
+                        self._batch.conn = None
+        except BaseException:
+            self._known_labelers.clear()  # a labeler added in the batch may have been rolled back
+            raise
 
     def _initialize(self) -> None:
         try:
@@ -608,11 +740,22 @@ class PreferenceStore:
             stored = conn.execute(select(meta_table.c.value).where(meta_table.c.key == _SCHEMA_KEY)).scalar()
             if stored is None:
                 self._upsert(conn, meta_table, _SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
+            elif json.loads(stored) == 1:
+                self._migrate_from_1(conn)
             elif json.loads(stored) != SCHEMA_VERSION:
                 raise ConfigError(
                     f"the preference store at {self.url} has schema version {stored}; this code reads version "
                     f"{SCHEMA_VERSION}. Use a new database or a matching version of rlhf-pipeline"
                 )
+
+    def _migrate_from_1(self, conn: Connection) -> None:
+        """Schema 1 -> 2: queries gain ``labels_done`` (counted from the labels) and the open-queries index."""
+        columns = {column["name"] for column in inspect(conn).get_columns(queries_table.name)}
+        if "labels_done" not in columns:
+            conn.execute(text(f"ALTER TABLE {queries_table.name} ADD COLUMN labels_done INTEGER NOT NULL DEFAULT 0"))
+        conn.execute(update(queries_table).values(labels_done=_effective_count(queries_table)))
+        _open_index.create(conn, checkfirst=True)
+        self._upsert(conn, meta_table, _SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
 
     @staticmethod
     def _upsert(conn: Connection, table: Table, key: str, values: dict[str, Any]) -> None:
@@ -895,6 +1038,7 @@ class PreferenceStore:
                     "round": int(round),
                     "created_at": now,
                     "labels_wanted": int(labels_wanted),
+                    "labels_done": 0,
                     "lease_labeler": None,
                     "lease_expires_at": None,
                 }
@@ -937,41 +1081,20 @@ class PreferenceStore:
         """
         if not lease_seconds > 0:
             raise StoreError(f"lease_seconds must be positive, not {lease_seconds}")
-        query = queries_table
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             with self._transaction(write=True) as conn:
-                self._require_labeler(conn, labeler_id)
+                self._check_labeler(conn, labeler_id)
                 now = self._clock()
-                lease_free = or_(
-                    query.c.lease_labeler.is_(None),
-                    query.c.lease_expires_at <= now,
-                    query.c.lease_labeler == labeler_id,
-                )
-                wanted = and_(_needs_labels(query), ~_answered_by(query, labeler_id))
-                available = and_(wanted, lease_free)
-                by_priority = (query.c.priority.desc(), query.c.id)
-                # Two small queries rather than one ORDER BY "held first": each walks the priority index and stops
-                # at the first match instead of sorting the whole queue.
-                candidate = conn.execute(
-                    select(query.c.id)
-                    .where(query.c.lease_labeler == labeler_id, query.c.lease_expires_at > now, wanted)
-                    .order_by(*by_priority)
-                    .limit(1)
-                ).scalar()
+                params = {"p_labeler": labeler_id, "p_now": now}
+                candidate = conn.execute(_HELD_QUERY, params).scalar()
                 if candidate is None:
-                    candidate = conn.execute(
-                        select(query.c.id).where(available).order_by(*by_priority).limit(1)
-                    ).scalar()
+                    candidate = conn.execute(_FREE_QUERY, params).scalar()
                 if candidate is None:
                     return None
-                # Optimistic claim: only succeeds if nobody leased the row since we read it.
-                claimed = conn.execute(
-                    update(query)
-                    .where(query.c.id == candidate, available)
-                    .values(lease_labeler=labeler_id, lease_expires_at=now + float(lease_seconds))
-                )
-                if claimed.rowcount == 1:
-                    return _query_from_row(conn.execute(select(query).where(query.c.id == candidate)).one())
+                claim = {**params, "p_query": candidate, "p_until": now + float(lease_seconds)}
+                claimed = conn.execute(_CLAIM_QUERY, claim).first()
+                if claimed is not None:
+                    return _query_from_row(claimed)
         raise StoreError(f"could not lease a query after {_MAX_CLAIM_ATTEMPTS} attempts; the queue is contended")
 
     def release_lease(self, query_id: int, labeler_id: int) -> bool:
@@ -1051,7 +1174,7 @@ class PreferenceStore:
             self._validate_answer(choice, seconds_taken, key)
         try:
             with self._transaction(write=True) as conn:
-                self._require_labeler(conn, labeler_id)
+                self._check_labeler(conn, labeler_id)
                 return [self._insert_label(conn, labeler_id, *answer) for answer in answers]
         except IntegrityError:
             # PostgreSQL: a concurrent retry with the same idempotency key committed first. Replaying now finds it.
@@ -1074,10 +1197,8 @@ class PreferenceStore:
     ) -> Label:
         # Lock the query row first (PostgreSQL; SQLite already holds the writer lock): answers of one labeler to
         # one query then run one at a time, and each later statement sees the answer that committed before it.
-        locked = conn.execute(
-            select(queries_table.c.id).where(queries_table.c.id == query_id).with_for_update()
-        ).first()
-        if locked is None:
+        params: dict[str, Any] = {"p_query": query_id, "p_labeler": labeler_id}
+        if conn.execute(_LOCK_QUERY, params).first() is None:
             raise UnknownQueryError(f"unknown query id {query_id} in the store at {self.url}")
         if key is not None:
             previous = self._label_by_key(conn, labeler_id, key)
@@ -1088,12 +1209,7 @@ class PreferenceStore:
                         f"(query {previous.query_id}, choice {previous.choice})"
                     )
                 return previous
-        label = _own
-        answered = conn.execute(
-            select(label.c.id).where(
-                label.c.query_id == query_id, label.c.labeler_id == labeler_id, _is_effective(label, _own_voider)
-            )
-        ).first()
+        answered = conn.execute(_ANSWER_OF_LABELER, params).first()
         if answered is not None:
             raise AlreadyLabeledError(
                 f"labeler {labeler_id} already answered query {query_id} (label {answered.id}); undo it to change it"
@@ -1107,19 +1223,13 @@ class PreferenceStore:
             "idempotency_key": key,
             "supersedes": None,
         }
-        stored = conn.execute(insert(labels_table).returning(*labels_table.c), row).one()
-        conn.execute(
-            update(queries_table)
-            .where(queries_table.c.id == query_id, queries_table.c.lease_labeler == labeler_id)
-            .values(lease_labeler=None, lease_expires_at=None)
-        )
+        stored = conn.execute(_INSERT_LABEL, row).one()
+        conn.execute(_COUNT_ANSWER, params)
         return _label_from_row(stored)
 
     @staticmethod
     def _label_by_key(conn: Connection, labeler_id: int, key: str) -> Label | None:
-        row = conn.execute(
-            select(labels_table).where(labels_table.c.labeler_id == labeler_id, labels_table.c.idempotency_key == key)
-        ).first()
+        row = conn.execute(_LABEL_BY_KEY, {"p_labeler": labeler_id, "p_key": key}).first()
         return None if row is None else _label_from_row(row)
 
     def undo_last(self, labeler_id: int, idempotency_key: str | None = None) -> Label | None:
@@ -1170,6 +1280,7 @@ class PreferenceStore:
                     supersedes=voided.id,
                 )
             )
+            conn.execute(_UNCOUNT_ANSWER, {"p_query": voided.query_id})
             return voided
 
     @staticmethod
@@ -1343,11 +1454,17 @@ class PreferenceStore:
             ]
 
     def _require_labeler(self, conn: Connection, labeler_id: int, lock: bool = False) -> Labeler:
-        statement = select(labelers_table).where(labelers_table.c.id == labeler_id)
-        row = conn.execute(statement.with_for_update() if lock else statement).first()
+        statement = _LABELER_BY_ID.with_for_update() if lock else _LABELER_BY_ID
+        row = conn.execute(statement, {"p_labeler": labeler_id}).first()
         if row is None:
             raise UnknownLabelerError(f"unknown labeler id {labeler_id} in the store at {self.url}")
+        self._known_labelers.add(labeler_id)
         return _labeler_from_row(row)
+
+    def _check_labeler(self, conn: Connection, labeler_id: int) -> None:
+        """:meth:`_require_labeler` without the read once an id was seen (labelers are never deleted)."""
+        if labeler_id not in self._known_labelers:
+            self._require_labeler(conn, labeler_id)
 
     @staticmethod
     def _check_name(name: str) -> None:

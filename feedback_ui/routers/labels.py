@@ -32,10 +32,10 @@ async def submit(
     public = service.label_public(label, query)
     if not next:
         return SubmitPublic(label=public)
-    following = await run_write(service, service.lease, labeler)
-    if following is None:
+    leased = await run_write(service, service.next_pair, labeler)
+    if leased is None:
         return SubmitPublic(label=public, next=NextPublic(pair=None))
-    pair = await run_read(service.pair, following)
+    following, pair = leased
     urls = await run_read(service.prefetch_urls, labeler, following) if prefetch else []
     return SubmitPublic(label=public, next=NextPublic(pair=pair, prefetch=urls))
 

@@ -18,9 +18,9 @@ async def next_pair(
 ) -> NextPublic:
     """The highest-priority pair this labeler may answer, reserved for them for the lease time (a pair they already
     hold comes back first, so a reload shows the same pair). ``pair`` is null when nothing waits for them."""
-    query = await run_write(service, service.lease, labeler)
-    if query is None:
+    leased = await run_write(service, service.next_pair, labeler)
+    if leased is None:
         return NextPublic(pair=None)
-    pair = await run_read(service.pair, query)
+    query, pair = leased
     urls = await run_read(service.prefetch_urls, labeler, query) if prefetch else []
     return NextPublic(pair=pair, prefetch=urls)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -275,3 +277,65 @@ def test_stats_for_dashboards(store: PreferenceStore, clock: FakeClock) -> None:
     assert stats.mean_seconds_taken == 3.0 and stats.labelers == 1
     clock.advance(11)
     assert store.stats().queries_leased == 0
+
+
+def counted_vs_stored(store: PreferenceStore) -> tuple[dict[int, int], dict[int, int]]:
+    """Per query: effective labels counted from the label records, and the ``labels_done`` the store keeps."""
+    counted = {query_id: 0 for query_id in (query.id for query in store.pending_queries())}
+    for pair in store.effective_labels():
+        counted[pair.query_id] = counted.get(pair.query_id, 0) + 1
+    with sqlite3.connect(store.url.removeprefix("sqlite:///")) as conn:
+        stored = dict(conn.execute("SELECT id, labels_done FROM rlhf_queries").fetchall())
+    return {query_id: counted.get(query_id, 0) for query_id in stored}, stored
+
+
+def test_labels_done_follows_answers_undos_and_retries(store: PreferenceStore) -> None:
+    # The queue reads "still wants labels" from a kept count; it must equal the labels counted from the records
+    # after any mix of answers, refused answers, idempotent retries, undos and re-answers.
+    _, query_ids = populate(store, np.random.default_rng(0), n_queries=6, labels_wanted=2)
+    rng = np.random.default_rng(1)
+    labelers = [store.get_or_create_labeler(name).id for name in ("alice", "bob", "carol")]
+    for step in range(200):
+        labeler = labelers[int(rng.integers(len(labelers)))]
+        action = rng.random()
+        if action < 0.55:
+            query = store.lease_next(labeler)
+            if query is not None:
+                store.add_label(query.id, labeler, str(rng.choice(["a", "b", "tie", "skip"])), 1.0, f"k{step}")
+        elif action < 0.75:
+            # An answer without a lease: stored, a replayed retry, or refused (answered, reused key, unknown pair).
+            with contextlib.suppress(AlreadyLabeledError, IdempotencyConflictError, UnknownQueryError):
+                key = f"k{rng.integers(step + 1)}"  # often an earlier request's key
+                store.add_label(int(rng.choice([*query_ids, 999])), labeler, "a", 1.0, key)
+        else:
+            store.undo_last(labeler, idempotency_key=f"u{step % 7}")
+        counted, stored = counted_vs_stored(store)
+        assert stored == counted, f"after step {step}"
+    assert store.queue_size() == sum(n < 2 for n in counted.values())
+
+
+def test_batch_commits_once_and_each_call_fails_alone(tmp_path: Path, store: PreferenceStore) -> None:
+    _, query_ids = populate(store, np.random.default_rng(0), n_queries=3)
+    alice = store.get_or_create_labeler("alice").id
+    other = PreferenceStore(tmp_path / "prefs.sqlite")  # another connection sees only committed data
+    with store.batch():
+        store.add_label(query_ids[0], alice, "a", 1.0)
+        with pytest.raises(AlreadyLabeledError):
+            store.add_label(query_ids[0], alice, "b", 1.0)
+        with pytest.raises(UnknownQueryError):
+            store.add_labels(alice, [(query_ids[1], "a", 1.0, None), (999, "a", 1.0, None)])
+        leased = store.lease_next(alice)
+        assert leased is not None and leased.id == query_ids[2]
+        assert other.labels() == [] and other.stats().queries_leased == 0, "nothing visible before the commit"
+        with pytest.raises(StoreError, match="do not nest"):
+            with store.batch():
+                pass
+    assert [(label.query_id, label.choice) for label in other.labels()] == [(query_ids[0], "a")]
+    assert other.get_query(query_ids[2]).lease_labeler == alice
+    assert other.queue_size() == 2, "the refused bulk answer left nothing behind"
+
+    with pytest.raises(RuntimeError), store.batch():
+        store.add_label(query_ids[1], alice, "b", 1.0)
+        raise RuntimeError("the batch fails before its commit")
+    assert len(other.labels()) == 1, "a failed batch stores nothing"
+    other.close()

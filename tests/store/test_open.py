@@ -6,11 +6,12 @@ import os
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from baselines.common.errors import ConfigError
 from rlhf.store import PreferenceStore
-from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, open_store
+from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, open_store, populate
 
 
 def test_path_means_sqlite_file_and_creates_tables(tmp_path: Path) -> None:
@@ -113,3 +114,31 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         conn.execute("UPDATE rlhf_meta SET value = '99' WHERE key = 'rlhf.schema_version'")
     with pytest.raises(ConfigError, match="schema version 99"):
         PreferenceStore(path)
+
+
+def test_schema_1_store_is_migrated_with_counted_labels(tmp_path: Path) -> None:
+    # A schema-1 store has no labels_done column: opening it adds the column, counts the effective labels into it
+    # and builds the open-queries index, so the queue reads the same before and after.
+    path = tmp_path / "prefs.sqlite"
+    with open_store(path) as store:
+        _, query_ids = populate(store, np.random.default_rng(0), n_queries=4, labels_wanted=2)
+        alice, bob = (store.get_or_create_labeler(name).id for name in ("alice", "bob"))
+        store.add_label(query_ids[0], alice, "a", 1.0)
+        store.add_label(query_ids[0], bob, "b", 1.0)
+        store.add_label(query_ids[1], alice, "skip", 1.0)
+        store.add_label(query_ids[2], bob, "tie", 1.0)
+        store.undo_last(bob)
+        pending_before = [query.id for query in store.pending_queries()]
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX ix_rlhf_queries_open")
+        conn.execute("ALTER TABLE rlhf_queries DROP COLUMN labels_done")
+        conn.execute("UPDATE rlhf_meta SET value = '1' WHERE key = 'rlhf.schema_version'")
+    with PreferenceStore(path) as store:
+        assert [query.id for query in store.pending_queries()] == pending_before
+        assert pending_before == [query_ids[3], query_ids[2], query_ids[1]]
+        assert store.get_meta("rlhf.schema_version") == 2
+    with sqlite3.connect(path) as conn:
+        done = dict(conn.execute("SELECT id, labels_done FROM rlhf_queries").fetchall())
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert [done[query_id] for query_id in query_ids] == [2, 1, 0, 0]
+    assert "ix_rlhf_queries_open" in indexes

@@ -6,13 +6,16 @@ test may wipe: every test drops and recreates the ``rlhf_*`` tables. Skipped oth
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 from sqlalchemy import create_engine
 
+from feedback_ui.writer import StoreWriter
 from rlhf import store as store_module
 from rlhf.store import AlreadyLabeledError, PreferenceStore
 from tests.store import scenarios
@@ -63,3 +66,26 @@ def test_labels_undo_and_stats(url: str) -> None:
         assert set(store.segment_ids()) == {s for q in pairs for s in (q.segment_a, q.segment_b)}
     with PreferenceStore(url) as reopened:
         assert reopened.label_counts() == {"alice": 0}
+
+
+def test_the_service_writer_commits_call_by_call(url: str) -> None:
+    # Batches of two server processes could deadlock on PostgreSQL's row locks, so the writer does not batch there.
+    with scenarios.open_bound(url) as store:
+        assert not store.serializes_writes
+        query_ids = scenarios.add_queries(store, np.random.default_rng(0), 4, labels_wanted=1)
+        alice = store.get_or_create_labeler("alice").id
+        writer = StoreWriter(store, threading.RLock())
+
+        async def answer_all() -> list[object]:
+            return await asyncio.gather(
+                *(writer.run(store.add_label, query_id, alice, "a", 1.0) for query_id in [*query_ids, query_ids[0]]),
+                return_exceptions=True,
+            )
+
+        try:
+            outcomes = asyncio.run(answer_all())
+        finally:
+            writer.close()
+        assert isinstance(outcomes[-1], AlreadyLabeledError)
+        assert writer.batches == writer.writes == 5
+        assert store.queue_size() == 0 and len(store.labels()) == 4
