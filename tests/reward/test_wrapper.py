@@ -1,4 +1,4 @@
-"""The learned reward as the policy sees it: zero at the absorbing state, scaled by a running std, the PPO
+"""The learned reward as the policy sees it: zero at the absorbing state, scaled by a running RMS, the PPO
 adapter (with transformer context across rollouts), and the vector-env wrapper on a real CartPole."""
 
 from __future__ import annotations
@@ -52,14 +52,20 @@ def test_absorbing_state_alone_is_worth_zero_for_the_transformer() -> None:
     np.testing.assert_allclose(rewards, 0.0, atol=1e-6)
 
 
-def test_rewards_are_divided_by_a_running_std_without_a_mean_shift() -> None:
+def test_rewards_are_divided_by_a_running_rms_without_a_mean_shift() -> None:
     learned = _learned(MLP)
     obs, actions = _steps(50, 4)
     centered = learned.centered_rewards(obs, actions)
     rewards = learned(obs, actions)
     assert rewards.dtype == np.float32 and rewards.shape == (50, 4)
-    np.testing.assert_allclose(rewards, centered / centered.std(), rtol=1e-3)
+    np.testing.assert_allclose(rewards, centered / np.sqrt(np.mean(centered**2)), rtol=1e-3)
     assert abs(rewards.mean()) > 0.1  # the mean is kept: only the scale changed
+    # A reward that is mostly an offset (CartPole's "still alive") stays near 1 per step instead of being divided
+    # by its small spread.
+    offset = 5.0 + 0.01 * centered
+    learned.reset_stats()
+    learned.stats.update(offset.reshape(-1).astype(np.float64))
+    assert 0.9 < float(np.mean(offset / learned.scale)) < 1.001
     stats = learned.state_dict()
     evaluated = learned(obs[:5], actions[:5], update_stats=False)
     assert learned.state_dict() == stats
@@ -109,7 +115,7 @@ def test_ppo_reward_fn_carries_transformer_context_across_rollouts() -> None:
     parts = []
     for rows in (slice(0, 6), slice(6, 12)):
         scaled = reward_fn(_rollout(obs[rows], actions[rows], done[rows]))
-        parts.append(scaled * np.sqrt(learned.stats.var + learned.epsilon))
+        parts.append(scaled * learned.scale)
     starts = np.zeros_like(done)
     starts[1:] = done[:-1]
     expected = _learned(TRANSFORMER).centered_rewards(obs, actions, episode_starts=starts)
@@ -133,7 +139,7 @@ def _run_wrapped(
         np.testing.assert_array_equal(info["true_reward"], true_rewards)
         np.testing.assert_array_equal(terminated, ref_terminated)
         np.testing.assert_array_equal(truncated, ref_truncated)
-        centered = rewards * np.sqrt(learned.stats.var + learned.epsilon)
+        centered = rewards * learned.scale
         records.append({"obs": obs, "actions": actions, "centered": centered, "done": terminated | truncated})
         obs = next_obs
     return records, learned
