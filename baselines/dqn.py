@@ -598,7 +598,7 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
         f"{cfg.out} holds an unfinished run; continue it with --resume {cfg.out} or choose another --out",
     )
     torch.set_num_threads(cfg.torch_threads)
-    envs = make_vec_env(cfg.env, cfg.num_envs)
+    envs = make_vec_env(cfg.env, cfg.num_envs, copy=False)  # observations are copied below, once
     obs_dim = math.prod(envs.single_observation_space.shape or (1,))
     n_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
     rng = np.random.default_rng(cfg.seed)
@@ -626,7 +626,7 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
         (start_step // every + 1) * every if every else cfg.total_steps + 1
         for every in (log_every, cfg.eval_every, checkpoint_every)
     )
-    obs = envs.reset(seed=cfg.seed + start_step)[0].reshape(cfg.num_envs, obs_dim)
+    obs = envs.reset(seed=cfg.seed + start_step)[0].reshape(cfg.num_envs, obs_dim).copy()
     episode_return = np.zeros(cfg.num_envs)
     episode_length = np.zeros(cfg.num_envs, dtype=np.int64)
     recent_returns: list[float] = []
@@ -650,7 +650,7 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
                     if explore.any():
                         actions[explore] = rng.integers(n_actions, size=int(explore.sum()))
                 next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-                next_obs = next_obs.reshape(cfg.num_envs, obs_dim)
+                next_obs = next_obs.reshape(cfg.num_envs, obs_dim).copy()  # the env reuses its buffer
                 global_step += cfg.num_envs
                 counters.vector_steps += 1
                 episode_return += rewards

@@ -408,11 +408,15 @@ def init_ppo(config: PPOConfig, render: bool = False) -> PPOState:
     torch.set_num_threads(config.torch_threads)
     limit_blas_threads(config.torch_threads)
     generator = torch.Generator().manual_seed(config.seed)
-    envs = make_vec_env(
-        config.env, config.num_envs, config.vectorization, **({"render_mode": "rgb_array"} if render else {})
+    envs = make_vec_env(  # collect_rollout copies each observation it keeps, once
+        config.env,
+        config.num_envs,
+        config.vectorization,
+        copy=False,
+        **({"render_mode": "rgb_array"} if render else {}),
     )
     agent = ActorCritic(envs.single_observation_space, envs.single_action_space, config, generator)
-    obs, _ = envs.reset(seed=config.seed)
+    obs = envs.reset(seed=config.seed)[0].copy()
     return PPOState(
         config=config,
         envs=envs,
@@ -457,6 +461,7 @@ def collect_rollout(state: PPOState, render: bool = False) -> Rollout:
         action = agent.act(norm_current, state.rng)
         env_action = agent.to_env(action)
         following, reward, term, trunc, info = envs.step(env_action)
+        following = following.copy()  # the env reuses its observation buffer (copy=False)
         obs[t], actions[t], env_actions[t], norm_obs[t] = current, action, env_action, norm_current
         rewards[t], terminated[t], truncated[t] = reward, term, trunc
         done = term | trunc
@@ -805,7 +810,7 @@ def load_state(state: PPOState, checkpoint: dict[str, Any]) -> None:
     except (KeyError, RuntimeError, TypeError) as error:
         raise ConfigError(f"checkpoint does not fit this PPO config ({error})") from None
     state.rng = np.random.default_rng([state.config.seed, state.global_step])
-    state.next_obs, _ = state.envs.reset(seed=state.config.seed + state.global_step)
+    state.next_obs = state.envs.reset(seed=state.config.seed + state.global_step)[0].copy()
 
 
 # Fields that may differ between an interrupted run and its resumption.
