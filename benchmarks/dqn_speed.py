@@ -25,21 +25,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from dqn_reliability import RL_ZOO  # noqa: E402
 
 from baselines.dqn import DQNConfig, train_dqn  # noqa: E402
 
-RL_ZOO_CARTPOLE = {
-    "learning_rate": 2.3e-3,
-    "batch_size": 64,
-    "buffer_size": 100_000,
-    "learning_starts": 1000,
-    "gamma": 0.99,
-    "target_update_interval": 10,
-    "train_freq": 256,
-    "gradient_steps": 128,
-    "exploration_fraction": 0.16,
-    "exploration_final_eps": 0.04,
-}
+RL_ZOO_CARTPOLE = RL_ZOO["CartPole-v1"]  # rl-zoo's row, as the reliability benchmark gives it to SB3
 
 
 def run_sb3(steps: int, seed: int) -> tuple[float, float, float]:

@@ -367,7 +367,7 @@ queries_table = Table(
     Index("ix_rlhf_queries_lease", "lease_labeler"),
 )
 Index("ix_rlhf_queries_priority", queries_table.c.priority.desc(), queries_table.c.id)
-_OPEN = queries_table.c.labels_done < queries_table.c.labels_wanted
+_OPEN = queries_table.c.labels_done < queries_table.c.labels_wanted  # SQL predicate: the query still wants labels
 # The open queries in serving order: leasing walks this index and stops at the first match, however many queries
 # were answered before.
 _open_index = Index(
@@ -409,11 +409,6 @@ def _is_effective(label: NamedFromClause, voider: NamedFromClause) -> ColumnElem
     return and_(label.c.choice != UNDO, ~exists().where(voider.c.supersedes == label.c.id))
 
 
-def _needs_labels(query: NamedFromClause) -> ColumnElement[bool]:
-    """SQL predicate: ``query`` has fewer effective labels than it wants."""
-    return query.c.labels_done < query.c.labels_wanted
-
-
 def _effective_count(query: NamedFromClause) -> ColumnElement[int]:
     """SQL: the effective labels of ``query``, counted (what ``labels_done`` holds; for migrations and checks)."""
     return (
@@ -424,7 +419,7 @@ def _effective_count(query: NamedFromClause) -> ColumnElement[int]:
     )
 
 
-def _answered_by(query: NamedFromClause, labeler_id: int) -> ColumnElement[bool]:
+def _answered_by(query: NamedFromClause, labeler_id: int | BindParameter[int]) -> ColumnElement[bool]:
     """SQL predicate: ``labeler_id`` has an effective label on ``query``."""
     return exists().where(
         _own.c.query_id == query.c.id, _own.c.labeler_id == labeler_id, _is_effective(_own, _own_voider)
@@ -437,10 +432,7 @@ _q = queries_table
 _P_LABELER: BindParameter[int] = bindparam("p_labeler")
 _P_NOW: BindParameter[float] = bindparam("p_now")
 _P_QUERY: BindParameter[int] = bindparam("p_query")
-_WANTED_BY_LABELER = and_(
-    _OPEN,
-    ~exists().where(_own.c.query_id == _q.c.id, _own.c.labeler_id == _P_LABELER, _is_effective(_own, _own_voider)),
-)
+_WANTED_BY_LABELER = and_(_OPEN, ~_answered_by(_q, _P_LABELER))
 _LEASE_FREE = or_(_q.c.lease_labeler.is_(None), _q.c.lease_expires_at <= _P_NOW, _q.c.lease_labeler == _P_LABELER)
 _SERVING_ORDER = (_q.c.priority.desc(), _q.c.id)
 # Two small queries rather than one ORDER BY "held first": each walks an index and stops at the first match.
@@ -1113,7 +1105,7 @@ class PreferenceStore:
         Takes no lease: meant for simulated teachers, which answer them in bulk with :meth:`add_labels`.
         """
         query = queries_table
-        condition = _needs_labels(query)
+        condition = _OPEN
         if labeler_id is not None:
             condition = and_(condition, ~_answered_by(query, labeler_id))
         statement = select(query).where(condition).order_by(query.c.priority.desc(), query.c.id).limit(limit)
@@ -1123,7 +1115,7 @@ class PreferenceStore:
     def queue_size(self, labeler_id: int | None = None) -> int:
         """Queries that still want labels (leased ones included); with a labeler, those this labeler may answer."""
         query = queries_table
-        condition = _needs_labels(query)
+        condition = _OPEN
         if labeler_id is not None:
             condition = and_(condition, ~_answered_by(query, labeler_id))
         with self._transaction() as conn:
@@ -1377,7 +1369,7 @@ class PreferenceStore:
             return StoreStats(
                 segments=count(segments_table),
                 queries=count(query),
-                queries_pending=count(query, _needs_labels(query)),
+                queries_pending=count(query, _OPEN),
                 queries_leased=count(query, query.c.lease_labeler.is_not(None), query.c.lease_expires_at > now),
                 labels=sum(choices.values()),
                 labels_voided=count(label, label.c.choice == UNDO),

@@ -57,7 +57,9 @@ class SyncEnvs(gym.vector.VectorEnv[Any, Any, Any]):
         self._discrete = isinstance(first.action_space, gym.spaces.Discrete)
         space = first.observation_space
         if not isinstance(space, gym.spaces.Box | gym.spaces.Discrete):
-            raise TypeError(f"SyncEnvs takes Box or Discrete observations, not {space}")
+            raise ConfigError(
+                f"{first.spec.id if first.spec else first} has {space} observations; Box or Discrete needed"
+            )
         self._obs: np.ndarray = np.zeros((self.num_envs, *(space.shape or ())), dtype=space.dtype)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -110,16 +112,12 @@ def make_vec_env(
 
     ``copy=False`` returns the env's own observation buffer, overwritten by the next step: callers that keep an
     observation across steps copy it themselves. ``sync`` with ``copy=False`` is :class:`SyncEnvs` (a visible
-    share of a fast training loop cheaper than gymnasium's ``SyncVectorEnv``).
+    share of a fast training loop cheaper than gymnasium's ``SyncVectorEnv``; Box or Discrete observations).
     """
     check_env_id(env_id)
     try:
         if vectorization == "sync" and not copy:
-            probe = gym.make(env_id, **kwargs)
-            simple = isinstance(probe.observation_space, gym.spaces.Box | gym.spaces.Discrete)
-            probe.close()
-            if simple:
-                return SyncEnvs([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)])
+            return SyncEnvs([lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)])
         env_cls = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
         return env_cls(
             [lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)],

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from baselines.common.envs import SyncEnvs, make_vec_env
+from baselines.common.errors import ConfigError
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -50,3 +51,8 @@ def test_sync_envs_render_and_copy_semantics() -> None:
     assert not np.array_equal(after, kept)
     assert isinstance(make_vec_env("CartPole-v1", 2), gym.vector.SyncVectorEnv), "copy=True keeps gymnasium's"
     envs.close()
+
+
+def test_sync_envs_refuse_structured_observations() -> None:
+    with pytest.raises(ConfigError, match=r"Blackjack-v1 has Tuple.*Box or Discrete needed"):
+        make_vec_env("Blackjack-v1", 2, copy=False)
