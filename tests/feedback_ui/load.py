@@ -35,11 +35,16 @@ class LoadResult:
 def label_concurrently(
     url: str,
     labelers: dict[str, str],
-    labels_each: int,
+    labels_each: int | None,
     stop: threading.Event | None = None,
     timeout_s: float = 120.0,
 ) -> LoadResult:
-    """Every labeler (name -> token) on its own thread and connection labels ``labels_each`` pairs."""
+    """Every labeler (name -> token) on its own thread and connection labels ``labels_each`` pairs.
+
+    With ``labels_each=None`` each labeler goes on until the queue holds nothing it may answer. With k labels per
+    pair that is the way to have the queue emptied: fixed quotas can end with the last open pair wanting a label only
+    from a labeler who has already answered it.
+    """
     result = LoadResult()
     lock = threading.Lock()
     deadline = time.monotonic() + timeout_s
@@ -48,7 +53,9 @@ def label_concurrently(
         headers = {"Authorization": f"Bearer {token}"}
         done = 0
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-            while done < labels_each and time.monotonic() < deadline and not (stop and stop.is_set()):
+            while labels_each is None or done < labels_each:
+                if time.monotonic() > deadline or (stop and stop.is_set()):
+                    return
                 try:
                     pair = client.get("/api/queries/next")
                 except httpx.TransportError:
@@ -58,7 +65,9 @@ def label_concurrently(
                         result.errors.append(f"{name} next: {pair.status_code} {pair.text}")
                     return
                 if pair.json()["pair"] is None:
-                    time.sleep(0.01)
+                    if labels_each is None and client.get("/api/progress").json()["queue_size"] == 0:
+                        return  # nothing left this labeler may answer
+                    time.sleep(0.01)  # what is left is leased to others: their leases end in an answer or expire
                     continue
                 query_id = int(pair.json()["pair"]["query_id"])
                 side = SIDES[(seed + done) % len(SIDES)]

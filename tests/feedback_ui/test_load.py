@@ -41,8 +41,8 @@ def test_overlap_gives_k_labels_from_different_labelers(workspace: Path, store: 
     queue_pairs(store, 100, labels_wanted=2)
     labelers = _labelers(store, 10)
     with start_server_in_background(workspace, port=0, labels_per_pair=2) as handle:
-        result = label_concurrently(handle.url, labelers, labels_each=20)
-    assert result.errors == [] and len(result.acknowledged) == 200
+        result = label_concurrently(handle.url, labelers, labels_each=None)  # until the queue is empty
+    assert result.errors == [] and result.unanswered == [] and len(result.acknowledged) == 200
     effective = store.effective_labels()
     assert len(effective) == 200
     labelers_per_query: dict[int, set[str]] = {}
