@@ -204,10 +204,11 @@ def test_expired_lease_returns_the_pair_to_the_queue(workspace: Path, store: Pre
     queue_pairs(store, 1)
     _, alice = store.add_labeler("alice")
     _, bob = store.add_labeler("bob")
-    with TestClient(create_app(make_settings(workspace, lease_seconds=0.3))) as client:
+    # A lease long enough that a slow machine does not let it expire between alice's and bob's first requests.
+    with TestClient(create_app(make_settings(workspace, lease_seconds=2.0))) as client:
         pair = client.get("/api/queries/next", headers=bearer(alice)).json()["pair"]
         assert client.get("/api/queries/next", headers=bearer(bob)).json()["pair"] is None
-        time.sleep(0.4)
+        time.sleep(2.1)
         taken = client.get("/api/queries/next", headers=bearer(bob)).json()["pair"]
         assert taken["query_id"] == pair["query_id"]
         late = _label(client, alice, pair["query_id"], "left")

@@ -34,7 +34,8 @@ def test_sigkill_mid_load_loses_no_acknowledged_label(workspace: Path, store: Pr
     load.join(60)
     result = results[0]
     assert result.errors == []
-    assert 300 <= len(result.acknowledged) < 1000
+    # 300 were stored before the kill; each labeler has at most one request in flight, whose answer may be lost.
+    assert 300 - len(labelers) <= len(result.acknowledged) < 1000
 
     stored = {label.id: label for label in store.labels()}
     for ack in result.acknowledged:
