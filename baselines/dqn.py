@@ -39,7 +39,7 @@ from baselines.common.flat_mlp import FlatParameters, MLPSpec
 from baselines.common.progress import progress_bar
 from baselines.common.replay import PrioritizedSampler, ReplayBuffer
 from baselines.common.report import Report, color, smooth
-from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir
+from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due
 
 # Per-env defaults, as rl-zoo keeps them (hyperparams/dqn.yml): ``defaults_for(env)`` is GENERIC (rl-zoo's Acrobot
 # and LunarLander row) updated by the env's row, plus three changes that made rl-zoo's settings more reliable here:
@@ -625,8 +625,7 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
     log_every = max(cfg.total_steps // 200, 1)
     checkpoint_every = cfg.checkpoint_every or cfg.eval_every
     next_log, next_eval, next_checkpoint = (
-        (start_step // every + 1) * every if every else cfg.total_steps + 1
-        for every in (log_every, cfg.eval_every, checkpoint_every)
+        next_due(start_step, every) for every in (log_every, cfg.eval_every, checkpoint_every)
     )
     obs = envs.reset(seed=cfg.seed + start_step)[0].reshape(cfg.num_envs, obs_dim).copy()
     episode_return = np.zeros(cfg.num_envs)

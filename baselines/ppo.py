@@ -38,7 +38,7 @@ from baselines.common.normalization import ObsNormalizer, RewardScaler
 from baselines.common.progress import progress_bar
 from baselines.common.report import Report, color
 from baselines.common.returns import gae
-from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir
+from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due
 
 # Per-env defaults (rl-zoo's tuned PPO hyperparameters, so comparisons with SB3 are like for like).
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -163,11 +163,11 @@ class PPOConfig:
     action_bounds: Literal["clip", "squash"] = "clip"
     """Continuous actions: clip samples to the bounds, or squash them with tanh."""
     eval_every: int = 20_000
-    """Evaluate the deterministic policy every this many env steps (and at the end)."""
+    """Evaluate the deterministic policy every this many env steps (0: only at the end), and at the end."""
     eval_episodes: int = 10
     """Episodes per evaluation, on a separate env."""
     checkpoint_every: int = 50_000
-    """Save a checkpoint every this many env steps (and at the end)."""
+    """Save a checkpoint every this many env steps (0: only at the end), and at the end."""
     torch_threads: int = 1
     """torch and BLAS threads (1 is fastest for these small networks)."""
     device: str = "cpu"
@@ -231,6 +231,9 @@ class PPOConfig:
         check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "--gamma must be in (0, 1], --gae-lambda in [0, 1]")
         check(self.learning_rate > 0 and self.clip_range > 0, "--learning-rate and --clip-range must be positive")
         check(self.n_epochs >= 1 and self.eval_episodes >= 1, "--n-epochs and --eval-episodes must be at least 1")
+        for name in ("eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            check(value >= 0, f"--{name.replace('_', '-')} must be >= 0 (0: only at the end), got {value}")
         check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
         check(
             self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"
@@ -860,8 +863,10 @@ def train_ppo(
     folder = RunFolder.create(cfg.out, cfg, allow_existing=resuming)
     start_time = time.perf_counter()
     start_step = state.global_step
-    next_eval = (state.global_step // cfg.eval_every + 1) * cfg.eval_every
-    next_checkpoint = (state.global_step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+    next_eval, next_checkpoint = (
+        next_due(state.global_step, cfg.eval_every),
+        next_due(state.global_step, cfg.checkpoint_every),
+    )
     eval_returns = np.zeros(0)
     recent_returns: list[float] = []
     try:

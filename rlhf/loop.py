@@ -27,7 +27,7 @@ from baselines.common.errors import ConfigError, check
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.progress import progress_bar
 from baselines.common.report import Report, color
-from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, write_json
+from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due, write_json
 from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
 from rlhf.render import render_segments
@@ -110,7 +110,7 @@ class RLHFConfig:
     port: int = 8000
     """--teacher human: port of the labeling service."""
     eval_every: int = 10_000
-    """Evaluate the policy on the true reward every this many env steps (and at the end)."""
+    """Evaluate the policy on the true reward every this many env steps (0: only at the end), and at the end."""
     eval_episodes: int = 10
     """Episodes per evaluation."""
     ppo_config: Path | None = None
@@ -302,7 +302,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     segments: dict[str, Segment] = {}
     start_time = time.perf_counter()
     start_step = state.global_step
-    next_eval = (state.global_step // cfg.eval_every + 1) * cfg.eval_every
+    next_eval = next_due(state.global_step, cfg.eval_every)
     eval_returns = np.zeros(0)
     metrics_last: dict[str, float] = {}
     try:

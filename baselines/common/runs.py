@@ -27,6 +27,12 @@ def default_run_dir(command: str, env_id: str | None = None) -> Path:
     return Path("runs") / "-".join(parts)
 
 
+def next_due(step: int, every: int) -> int | float:
+    """The first multiple of ``every`` after ``step``: when a periodic event (evaluation, checkpoint, log row) is
+    next due. ``every`` 0 means never during the run (``inf``); callers still do the event once at the end."""
+    return (step // every + 1) * every if every > 0 else math.inf
+
+
 def to_jsonable(value: Any) -> Any:
     """Turn dataclasses, paths, tuples and numpy scalars/arrays into plain JSON values (NaN -> null)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -97,6 +97,16 @@ def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
     assert torch.load(out / "checkpoint.pt")["global_step"] == 4096
 
 
+def test_zero_eval_and_checkpoint_intervals_mean_only_at_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = PPOConfig.defaults_for("CartPole-v1", total_steps=1024, eval_every=0, checkpoint_every=0, eval_episodes=2)
+    summary = train_ppo(dataclasses.replace(cfg, out=out))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [row["step"] for row in rows if "eval/return_mean" in row]
+    assert evaluated == [1024] and summary["eval_episodes"] == 2
+    assert torch.load(out / "checkpoint.pt")["global_step"] == 1024
+
+
 def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train_ppo(PPOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, out=out))
@@ -112,6 +122,8 @@ def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
         (["--env", "FrozenLake-v1"], "handles Box observations; FrozenLake-v1 has Discrete"),
         (["--env", "CartPole-v1", "--batch-size", "100000"], "--batch-size must be in"),
         (["--env", "CartPole-v1", "--device", "tpu"], "--device must be cpu or cuda"),
+        (["--env", "CartPole-v1", "--eval-every", "-5"], "--eval-every must be >= 0"),
+        (["--env", "CartPole-v1", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(

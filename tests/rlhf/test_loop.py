@@ -34,7 +34,7 @@ def test_label_schedule_front_loads_and_decays_and_sums_exactly() -> None:
 
 def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    summary = run_rlhf(dataclasses.replace(TINY, out=out))
+    summary = run_rlhf(dataclasses.replace(TINY, eval_every=0, out=out))  # 0: evaluated only at the end
     assert summary["labels_used"] == 24
     assert summary["env_steps"] >= 4096 and summary["eval_episodes"] == 3
     assert 0.0 <= summary["reward_model_accuracy"] <= 1.0
@@ -47,6 +47,7 @@ def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
     assert store.queue_size() == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["labels/total"] == 24 and any("reward/val_accuracy" in r for r in rows)
+    assert [r["step"] for r in rows if "eval/return_mean" in r] == [summary["env_steps"]]
 
 
 def test_loop_learns_cartpole_from_few_labels(tmp_path: Path) -> None:
@@ -110,6 +111,7 @@ def test_export_then_train_reward_from_the_dataset(tmp_path: Path, capsys: pytes
         (["--segment-length", "900"], "longer than CartPole-v1's horizon of 500"),
         (["--teacher", "skip"], "needs --teacher-threshold"),
         (["--env", "CartPol-v1"], "unknown env id"),
+        (["--eval-every", "-1"], "--eval-every must be >= 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(
