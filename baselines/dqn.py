@@ -33,7 +33,7 @@ import torch
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
 from baselines.common.config import read_config_file
 from baselines.common.envs import make_env, make_vec_env
-from baselines.common.errors import ConfigError, check
+from baselines.common.errors import ConfigError, check, check_seed
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.flat_mlp import FlatParameters, MLPSpec
 from baselines.common.progress import progress_bar
@@ -260,6 +260,7 @@ class DQNConfig:
         )
         check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
         check(self.torch_threads >= 1, f"--torch-threads must be at least 1, got {self.torch_threads}")
+        check_seed(self.seed)
         check(
             self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"
         )

@@ -31,7 +31,7 @@ import torch
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
 from baselines.common.config import read_config_file
 from baselines.common.envs import check_env_id, make_vec_env
-from baselines.common.errors import ConfigError, check
+from baselines.common.errors import ConfigError, check, check_seed
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec, limit_blas_threads
 from baselines.common.normalization import ObsNormalizer, RewardScaler
@@ -222,7 +222,9 @@ class PPOConfig:
 
     def validate(self) -> None:
         check_env_id(self.env)
+        check_seed(self.seed)
         check(self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}")
+        check(self.torch_threads >= 1, f"--torch-threads must be at least 1, got {self.torch_threads}")
         check(self.num_envs >= 1 and self.num_steps >= 1, "--num-envs and --num-steps must be at least 1")
         check(
             1 <= self.batch_size <= self.rollout_steps,

@@ -77,7 +77,13 @@ class TuneConfig:
         check(self.total_steps is None or self.total_steps >= 1, f"--total-steps must be positive: {self.total_steps}")
         check(self.evaluations >= 1 and self.eval_episodes >= 1, "--evaluations and --eval-episodes must be >= 1")
         check(self.startup_trials >= 0, f"--startup-trials must be >= 0, got {self.startup_trials}")
-        total_steps = self.total_steps or algorithms()[self.algo].config_class.defaults_for(self.env).total_steps
+        check(self.timeout is None or self.timeout > 0, f"--timeout must be positive seconds, got {self.timeout}")
+        config_class = algorithms()[self.algo].config_class
+        total_steps = self.total_steps or config_class.defaults_for(self.env).total_steps
+        # What every trial shares (env, device, seed): checked once here, not failed by each trial in turn.
+        config_class.defaults_for(
+            self.env, total_steps=total_steps, seed=self.seed, device=self.device, eval_episodes=self.eval_episodes
+        ).validate()
         out = self.out or default_run_dir(f"tune-{self.algo}", self.env)
         return dataclasses.replace(self, total_steps=total_steps, out=out)
 
@@ -219,7 +225,12 @@ def run_tune(config: TuneConfig) -> dict[str, Any]:
     remaining = cfg.trials - len(study.get_trials(deepcopy=False, states=finished))
     if remaining > 0:
         study.optimize(make_objective(cfg, algorithm), n_trials=remaining, timeout=cfg.timeout, catch=(ConfigError,))
-    return write_results(cfg, study, time.perf_counter() - start)
+    summary = write_results(cfg, study, time.perf_counter() - start)
+    check(
+        summary["complete"] + summary["pruned"] > 0,
+        f"no trial finished: {summary['failed']} failed (the log above says why); results in {cfg.out}",
+    )
+    return summary
 
 
 def write_results(cfg: TuneConfig, study: optuna.Study, wall_seconds: float) -> dict[str, Any]:

@@ -8,6 +8,7 @@ other flag overrides them. ``--help`` shows the defaults of the env given.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import tyro
 
 from baselines.bandits.experiment import BanditConfig, run_bandit
 from baselines.common.config import find_flag
-from baselines.common.errors import ConfigError
+from baselines.common.errors import ConfigError, check_seed
 from baselines.dqn import DQNConfig, train_dqn
 from baselines.ppo import PPOConfig, train_ppo
 from baselines.tabular.experiment import TabularConfig, run_tabular
@@ -116,7 +117,10 @@ def parse(argv: Sequence[str]) -> tuple[str, Any]:
     default = None
     if hasattr(cls, "cli_default") and not ({"-h", "--help"} & set(rest) and find_flag(rest, "--env") is None):
         default = cls.cli_default(find_flag(rest, "--env"), find_flag(rest, "--config"), find_flag(rest, "--resume"))
-    return name, tyro.cli(cls, args=rest, prog=f"rlhf {name}", default=default)
+    config = tyro.cli(cls, args=rest, prog=f"rlhf {name}", default=default)
+    if isinstance(getattr(config, "seed", None), int):  # every command with a seed: one range for all of them
+        check_seed(config.seed)
+    return name, config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = COMMANDS[command][1](config)
     except ConfigError as error:
         print(f"rlhf {command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path given that cannot be used: an existing file as --out, a folder as --config...
+        if os.environ.get("RLHF_DEBUG"):
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"rlhf {command}: error: {error.strerror or error}{where} (RLHF_DEBUG=1 shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         out = getattr(locals().get("config"), "out", None)

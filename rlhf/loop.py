@@ -166,6 +166,7 @@ class RLHFConfig:
             "--label-rounds >= 1, --label-phase in (0, 1]",
         )
         check(self.candidate_factor >= 1 and self.ensemble_size >= 1, "--candidate-factor, --ensemble-size >= 1")
+        check(self.pool_size >= 2, f"--pool-size must be at least 2 (segments to pair), got {self.pool_size}")
         check(self.query == "uniform" or self.ensemble_size > 1 or self.query == "entropy",
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
         self.ppo().validate()
@@ -225,9 +226,12 @@ class LoopState:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _preference_data(store: PreferenceStore, segments: dict[str, Segment], action_space: Any) -> PreferenceData:
-    """All effective non-skip labels as Bradley-Terry training data (targets: 1 a, 0 b, 0.5 tie)."""
+def _preference_data(store: PreferenceStore, segments: dict[str, Segment], action_space: Any) -> PreferenceData | None:
+    """All effective non-skip labels as Bradley-Terry training data (targets: 1 a, 0 b, 0.5 tie); None while there
+    are none (a teacher may skip every pair it has seen)."""
     labeled = [p for p in store.effective_labels() if p.choice != "skip"]
+    if not labeled:
+        return None
     missing = [i for p in labeled for i in (p.segment_a, p.segment_b) if i not in segments]
     for segment in store.get_segments(sorted(set(missing))):
         segments[segment.id] = segment
@@ -331,8 +335,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     retrain = _wait_for_human_labels(cfg, store, loop, schedule[0])
                 if retrain:
                     data = _preference_data(store, segments, action_space)
-                    loop.labels_used = loop.trained_on = len(data.targets)
-                    if len(data.targets) >= 2:
+                    loop.labels_used = loop.trained_on = 0 if data is None else len(data.targets)
+                    if data is not None and len(data.targets) >= 2:
                         fit = train_reward_model(model, data, trainer_cfg, rng)
                         metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
                         metrics["reward/train_loss"] = float(fit["train_loss"])

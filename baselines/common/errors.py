@@ -9,3 +9,12 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+SEED_LIMIT = 2**32
+"""Seeds go to NumPy, torch, gymnasium and Optuna; the range all of them take is [0, 2**32)."""
+
+
+def check_seed(seed: int) -> None:
+    """ConfigError unless ``seed`` is in ``[0, 2**32)``."""
+    check(0 <= seed < SEED_LIMIT, f"--seed must be in [0, 2**32), got {seed}")

@@ -112,6 +112,7 @@ def test_export_then_train_reward_from_the_dataset(tmp_path: Path, capsys: pytes
         (["--teacher", "skip"], "needs --teacher-threshold"),
         (["--env", "CartPol-v1"], "unknown env id"),
         (["--eval-every", "-1"], "--eval-every must be >= 0"),
+        (["--pool-size", "1"], "--pool-size must be at least 2"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -121,6 +122,14 @@ def test_bad_input_is_one_clear_line(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_a_teacher_that_skips_every_pair_leaves_the_reward_untrained(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, teacher="skip", teacher_threshold=1e9, total_steps=2048, out=tmp_path / "r")
+    summary = run_rlhf(config)  # every query answered "skip": nothing to train on, and no crash
+    assert summary["labels_used"] == 0 and summary["reward_model_accuracy"] is None
+    store = PreferenceStore(tmp_path / "r" / "prefs.sqlite")
+    assert store.labels() and {label.choice for label in store.effective_labels()} == {"skip"}
 
 
 def test_store_from_another_env_is_refused(tmp_path: Path) -> None:

@@ -89,6 +89,28 @@ def test_bad_input(tmp_path: Path) -> None:
     (tmp_path / "c" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="pick another --out"):
         run_tune(TuneConfig("dqn", trials=1, out=tmp_path / "c"))
+    # What every trial would fail on is refused before the study starts.
+    with pytest.raises(ConfigError, match="DQN needs discrete actions"):
+        run_tune(TuneConfig("dqn", env="Pendulum-v1", trials=2, out=tmp_path / "d"))
+    with pytest.raises(ConfigError, match="--device must be cpu or cuda"):
+        run_tune(TuneConfig("dqn", device="tpu", trials=2, out=tmp_path / "e"))
+    with pytest.raises(ConfigError, match="--timeout must be positive"):
+        run_tune(TuneConfig("dqn", timeout=0, trials=2, out=tmp_path / "f"))
+    assert not any((tmp_path / name).exists() for name in "def")
+
+
+@pytest.mark.filterwarnings("ignore:The number of trials is too small")
+def test_a_study_whose_trials_all_fail_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = algorithms()
+
+    def impossible(trial: optuna.Trial, env: str) -> dict[str, object]:
+        return {"batch_size": 10**9, "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-3)}
+
+    dqn = table["dqn"].__class__(table["dqn"].config_class, table["dqn"].train, impossible)
+    monkeypatch.setattr("baselines.tune.algorithms", lambda: {**table, "dqn": dqn})
+    with pytest.raises(ConfigError, match="no trial finished: 2 failed"):
+        run_tune(TuneConfig("dqn", trials=2, total_steps=512, out=tmp_path))
+    assert json.loads((tmp_path / "summary.json").read_text())["failed"] == 2  # the results are still written
 
 
 @pytest.mark.filterwarnings("ignore:Target and region quantiles")

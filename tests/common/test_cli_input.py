@@ -1,0 +1,91 @@
+"""Bad input at the command line's boundary: config files with wrong types, seeds out of range, unusable paths.
+
+Each is one line on stderr and exit code 2, whatever the command.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from baselines.common.config import read_config_file
+from baselines.common.errors import ConfigError
+from baselines.ppo import PPOConfig
+from rlhf.cli import main
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"learning_rate": "abc"}, 'learning_rate in {path} must be a number, got "abc"'),
+        ({"batch_size": "16"}, 'batch_size in {path} must be an integer, got "16"'),
+        ({"batch_size": True}, "batch_size in {path} must be an integer, got true"),
+        ({"hidden_sizes": 64}, "hidden_sizes in {path} must be a list (an integer each), got 64"),
+        ({"hidden_sizes": [64, "a"]}, "hidden_sizes in {path} must be a list (an integer each)"),
+        ({"activation": "gelu"}, 'activation in {path} must be one of "tanh", "relu", got "gelu"'),
+        ({"normalize_obs": "yes"}, 'normalize_obs in {path} must be true or false, got "yes"'),
+        ({"max_kl": "0.1"}, "max_kl in {path} must be a number or null"),
+        ({"env": 5}, "env in {path} must be a string, got 5"),
+    ],
+)
+def test_config_file_values_are_checked_against_the_field_types(
+    tmp_path: Path, values: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ConfigError) as error:
+        read_config_file(PPOConfig, path)
+    assert message.format(path=path) in str(error.value)
+
+
+def test_config_file_values_of_the_right_types_pass(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    values = {"learning_rate": 1, "hidden_sizes": [32, 32], "max_kl": None, "activation": "relu", "out": "runs/x"}
+    path.write_text(json.dumps(values))
+    assert read_config_file(PPOConfig, path)["hidden_sizes"] == (32, 32)
+
+
+def test_unreadable_config_files_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _one_line_error(capsys, ["ppo", "--config", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert "cannot be read (Is a directory)" in err
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"env": "caf\xe9"}')
+    assert "is not UTF-8 text" in _one_line_error(capsys, ["ppo", "--config", str(latin)])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert "cannot be read (Not a directory)" in _one_line_error(capsys, ["ppo", "--resume", str(a_file)])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ppo", "--env", "CartPole-v1", "--total-steps", "512"],
+        ["dqn", "--env", "CartPole-v1", "--total-steps", "512"],
+        ["bandit", "--steps", "10", "--runs", "2"],
+        ["tune", "dqn", "--env", "CartPole-v1", "--trials", "1", "--total-steps", "512"],
+    ],
+)
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seeds_out_of_range_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], seed: str
+) -> None:
+    err = _one_line_error(capsys, [*argv, "--seed", seed, "--out", str(tmp_path / "x")])
+    assert f"--seed must be in [0, 2**32), got {seed}" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_existing_file_as_out_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    err = _one_line_error(capsys, ["ppo", "--env", "CartPole-v1", "--total-steps", "512", "--out", str(a_file)])
+    assert "File exists" in err and str(a_file) in err
+    assert a_file.read_text() == "keep me"
