@@ -17,6 +17,7 @@ dataset also carries it as JSON in its ``info.description``, so it survives ``Da
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -28,9 +29,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from baselines.common.errors import ConfigError
+from baselines.common.errors import ConfigError, check
 from rlhf.segments import Segment
-from rlhf.store import EnvBinding, PreferenceStore
+from rlhf.store import CHOICES, EnvBinding, PreferenceStore
 
 ExportFormat = Literal["hf", "jsonl"]
 
@@ -318,7 +319,10 @@ def load_preferences(path: str | os.PathLike[str]) -> PreferenceExport:
     elif (folder / "dataset_info.json").is_file() or (folder / "state.json").is_file():
         import datasets
 
-        dataset = datasets.load_from_disk(str(folder))
+        try:
+            dataset = datasets.load_from_disk(str(folder))
+        except Exception as error:  # a corrupt arrow file or state.json: datasets raises many kinds
+            raise ConfigError(f"{folder} cannot be read as a preference export ({type(error).__name__})") from None
         meta = _read_meta(folder, dataset.info.description)
         rows = _read_hf(dataset, {name: np.dtype(dtype) for name, dtype in meta["dtypes"].items()})
         storage = "hf"
@@ -327,35 +331,29 @@ def load_preferences(path: str | os.PathLike[str]) -> PreferenceExport:
             f"{folder} is not a preference export: expected a folder written by `rlhf export` "
             f"(a datasets folder or {JSONL_FILE} with {META_FILE})"
         )
-    binding = EnvBinding(
-        env_id=str(meta["env_id"]),
-        obs_shape=tuple(int(d) for d in meta["obs_shape"]),
-        action_spec=dict(meta["action_spec"]),
-        segment_length=int(meta["segment_length"]),
-    )
-    shapes = _step_shapes(binding)
-    dtypes = {name: np.dtype(dtype) for name, dtype in meta["dtypes"].items()}
+    try:
+        binding = EnvBinding(
+            env_id=str(meta["env_id"]),
+            obs_shape=tuple(int(d) for d in meta["obs_shape"]),
+            action_spec=dict(meta["action_spec"]),
+            segment_length=int(meta["segment_length"]),
+        )
+        check(binding.segment_length >= 1 and min(binding.obs_shape, default=1) >= 1, "sizes must be positive")
+        shapes = _step_shapes(binding)
+        dtypes = {name: np.dtype(dtype) for name, dtype in meta["dtypes"].items()}
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(f"the metadata of {folder} is malformed ({_reason(error)})") from None
     cache: dict[str, Segment] = {}
     pairs = []
-    for row in rows:
-        segments = [_segment(row, side, shapes, dtypes, cache) for side in _SIDES]
-        true_returns = [row.get(f"true_return_{side}_analysis_only") for side in _SIDES]
-        pairs.append(
-            PreferencePair(
-                query_id=int(row["query_id"]),
-                label_id=int(row["label_id"]),
-                choice=str(row["choice"]),
-                labeler=str(row["labeler"]),
-                seconds_taken=float(row["seconds_taken"]),
-                created_at=float(row["created_at"]),
-                round=int(row["round"]),
-                left_is_a=bool(row["left_is_a"]),
-                segment_a=segments[0],
-                segment_b=segments[1],
-                true_return_a=None if true_returns[0] is None else float(true_returns[0]),
-                true_return_b=None if true_returns[1] is None else float(true_returns[1]),
-            )
-        )
+    remaining = iter(rows)
+    for number in itertools.count(1):
+        try:
+            row = next(remaining, None)
+            if row is None:
+                break
+            pairs.append(_pair(row, shapes, dtypes, cache))
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:  # JSONDecodeError included
+            raise ConfigError(f"row {number} of {folder} is malformed ({_reason(error)})") from None
     return PreferenceExport(
         path=folder,
         format=storage,
@@ -368,12 +366,45 @@ def load_preferences(path: str | os.PathLike[str]) -> PreferenceExport:
     )
 
 
+def _reason(error: Exception) -> str:
+    return f"missing {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
+
+
+def _pair(
+    row: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+    dtypes: Mapping[str, np.dtype[Any]],
+    cache: dict[str, Segment],
+) -> PreferencePair:
+    """One exported label as a pair of segments; ValueError (or KeyError, TypeError) for a malformed row."""
+    check(isinstance(row, Mapping), f"a row must be a JSON object, got {type(row).__name__}")
+    check(row.get("choice") in CHOICES, f"choice must be one of {', '.join(CHOICES)}, got {row.get('choice')!r}")
+    segments = [_segment(row, side, shapes, dtypes, cache) for side in _SIDES]
+    true_returns = [row.get(f"true_return_{side}_analysis_only") for side in _SIDES]
+    return PreferencePair(
+        query_id=int(row["query_id"]),
+        label_id=int(row["label_id"]),
+        choice=str(row["choice"]),
+        labeler=str(row["labeler"]),
+        seconds_taken=float(row["seconds_taken"]),
+        created_at=float(row["created_at"]),
+        round=int(row["round"]),
+        left_is_a=bool(row["left_is_a"]),
+        segment_a=segments[0],
+        segment_b=segments[1],
+        true_return_a=None if true_returns[0] is None else float(true_returns[0]),
+        true_return_b=None if true_returns[1] is None else float(true_returns[1]),
+    )
+
+
 def _read_meta(folder: Path, description: str | None) -> dict[str, Any]:
     meta_path = folder / META_FILE
     text = meta_path.read_text() if meta_path.is_file() else description
     try:
         meta: dict[str, Any] = json.loads(text) if text else {}
     except json.JSONDecodeError:
+        meta = {}
+    if not isinstance(meta, dict):
         meta = {}
     if meta.get("format") != FORMAT_NAME:
         raise ConfigError(f"{folder} has no {META_FILE} describing a preference export; was it written by rlhf?")

@@ -186,3 +186,49 @@ def test_load_refuses_what_is_not_an_export(tmp_path: Path) -> None:
     (tmp_path / META_FILE).write_text(json.dumps({"format": "rlhf-preferences", "format_version": 99}))
     with pytest.raises(ConfigError, match="format version 99"):
         load_preferences(tmp_path)
+
+
+def _rewrite_first_row(path: Path, change: Any) -> None:
+    lines = path.read_text().splitlines()
+    lines[0] = change(json.loads(lines[0]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda row: "{not json", "Expecting property name"),
+        (lambda row: json.dumps({**row, "choice": "x"}), "choice must be one of a, b, tie, skip, got 'x'"),
+        (lambda row: json.dumps({k: v for k, v in row.items() if k != "obs_a"}), "missing 'obs_a'"),
+        (lambda row: json.dumps({**row, "obs_a": row["obs_a"][:-1]}), "cannot reshape"),
+        (lambda row: json.dumps({**row, "obs_a": "abc"}), "could not convert"),
+        (lambda row: json.dumps({**row, "mask_a": [False] * len(row["mask_a"])}), "at least one real step"),
+        (lambda row: json.dumps([row]), "a row must be a JSON object, got list"),
+    ],
+)
+def test_a_malformed_row_is_named_in_one_clear_error(tmp_path: Path, change: Any, reason: str) -> None:
+    store, _ = build_store(tmp_path / "prefs.sqlite", "discrete")
+    export_preferences(store, tmp_path / "export", format="jsonl")
+    store.close()
+    _rewrite_first_row(tmp_path / "export" / "preferences.jsonl", change)
+    with pytest.raises(ConfigError, match=r"row 1 of .* is malformed") as error:
+        load_preferences(tmp_path / "export")
+    assert reason in str(error.value)
+
+
+def test_malformed_metadata_and_corrupt_datasets_are_clear_errors(tmp_path: Path) -> None:
+    store, _ = build_store(tmp_path / "prefs.sqlite", "discrete")
+    export_preferences(store, tmp_path / "jsonl", format="jsonl")
+    export_preferences(store, tmp_path / "hf", format="hf")
+    store.close()
+    meta = json.loads((tmp_path / "jsonl" / META_FILE).read_text())
+    (tmp_path / "jsonl" / META_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "env_id"}))
+    with pytest.raises(ConfigError, match=r"metadata of .* is malformed \(missing 'env_id'\)"):
+        load_preferences(tmp_path / "jsonl")
+    (tmp_path / "jsonl" / META_FILE).write_text(json.dumps([meta]))
+    with pytest.raises(ConfigError, match=r"no rlhf_preferences\.json describing"):
+        load_preferences(tmp_path / "jsonl")
+    for arrow in (tmp_path / "hf").glob("*.arrow"):
+        arrow.write_bytes(b"not arrow")
+    with pytest.raises(ConfigError, match="cannot be read as a preference export"):
+        load_preferences(tmp_path / "hf")
