@@ -261,6 +261,8 @@ class DQNConfig:
         check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
         check(self.torch_threads >= 1, f"--torch-threads must be at least 1, got {self.torch_threads}")
         check_seed(self.seed)
+        for name in ("learning_rate", "max_grad_norm", "per_eps"):
+            check(math.isfinite(values[name]), f"--{_flag(name)} must be a finite number, got {values[name]}")
         check(
             self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"
         )

@@ -232,6 +232,15 @@ class PPOConfig:
         )
         check(0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "--gamma must be in (0, 1], --gae-lambda in [0, 1]")
         check(self.learning_rate > 0 and self.clip_range > 0, "--learning-rate and --clip-range must be positive")
+        finite = ("learning_rate", "clip_range", "max_grad_norm", "target_kl", "vf_coef", "ent_coef", "log_std_init")
+        for name in finite:
+            value = getattr(self, name)
+            check(math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        check(self.max_grad_norm > 0 and self.target_kl > 0, "--max-grad-norm and --target-kl must be positive")
+        check(self.vf_coef >= 0, f"--vf-coef must be >= 0, got {self.vf_coef}")
+        for name in ("max_kl", "clip_range_vf"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"--{name.replace('_', '-')} must be positive when given, got {value}")
         check(self.n_epochs >= 1 and self.eval_episodes >= 1, "--n-epochs and --eval-episodes must be at least 1")
         for name in ("eval_every", "checkpoint_every"):
             value = getattr(self, name)

@@ -52,7 +52,9 @@ class DemoConfig:
 
     @property
     def steps(self) -> int:
-        return self.total_steps or (50_000 if self.env == "Pendulum-v1" else 100_000)
+        if self.total_steps is not None:  # 0 is refused by PPO's checks, not replaced by the default
+            return self.total_steps
+        return 50_000 if self.env == "Pendulum-v1" else 100_000
 
 
 class HttpLabeler:
@@ -117,7 +119,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         from baselines.common.errors import ConfigError
 
         raise ConfigError(f"{out} is not empty; pass --resume to continue that demo, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     rlhf_config = RLHFConfig(
         env=config.env,
         teacher="human",
@@ -128,7 +129,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         port=config.port,
         out=rlhf_dir,
     )
-    rlhf_config.validate()
+    rlhf_config.validate()  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
 
     print(f"[1/4] PPO on the true reward of {config.env} (the reference)", file=sys.stderr, flush=True)
     if (reference_dir / "summary.json").exists():

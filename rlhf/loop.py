@@ -140,7 +140,7 @@ class RLHFConfig:
     @property
     def resolved_segment_length(self) -> int:
         default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("segment_length", 50)
-        return int(self.segment_length or default)
+        return int(default if self.segment_length is None else self.segment_length)  # 0 is refused, not replaced
 
     def ppo(self) -> PPOConfig:
         """The PPO config of the loop: the env's defaults, the loop's overrides, then --ppo-config."""

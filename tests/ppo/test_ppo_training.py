@@ -124,6 +124,12 @@ def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
         (["--env", "CartPole-v1", "--device", "tpu"], "--device must be cpu or cuda"),
         (["--env", "CartPole-v1", "--eval-every", "-5"], "--eval-every must be >= 0"),
         (["--env", "CartPole-v1", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+        (["--env", "CartPole-v1", "--seed", "-1"], "--seed must be in [0, 2**32)"),
+        (["--env", "CartPole-v1", "--torch-threads", "0"], "--torch-threads must be at least 1"),
+        (["--env", "CartPole-v1", "--learning-rate", "inf"], "--learning-rate must be a finite number"),
+        (["--env", "CartPole-v1", "--ent-coef", "nan"], "--ent-coef must be a finite number"),
+        (["--env", "CartPole-v1", "--max-grad-norm", "0"], "--max-grad-norm and --target-kl must be positive"),
+        (["--env", "CartPole-v1", "--max-kl", "-1"], "--max-kl must be positive when given"),
     ],
 )
 def test_bad_input_is_one_clear_line(

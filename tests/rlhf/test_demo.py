@@ -40,3 +40,9 @@ def test_demo_with_tiny_budgets(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([*args, "--out", str(out)]) == 2
     assert "pass --resume" in capsys.readouterr().err
     assert main([*args, "--out", str(out), "--resume"]) == 0
+
+
+def test_zero_steps_is_refused_not_replaced_by_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--total-steps", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "--total-steps must be positive, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -113,6 +113,7 @@ def test_export_then_train_reward_from_the_dataset(tmp_path: Path, capsys: pytes
         (["--env", "CartPol-v1"], "unknown env id"),
         (["--eval-every", "-1"], "--eval-every must be >= 0"),
         (["--pool-size", "1"], "--pool-size must be at least 2"),
+        (["--segment-length", "0"], "--segment-length must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(
