@@ -111,7 +111,7 @@ class HttpLabeler:
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the demo; return its summary (also written to OUT/summary.json)."""
-    from feedback_ui.server import ServerHandle, labeler_url, start_server_in_background
+    from feedback_ui.server import ServerHandle, bind_socket, labeler_url, start_server_in_background
 
     out = config.out
     reference_dir, rlhf_dir = out / "reference", out / "rlhf"
@@ -130,6 +130,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         out=rlhf_dir,
     )
     rlhf_config.validate()  # before anything is written
+    if config.port:  # a port in use is found now, not after the reference run
+        bind_socket("127.0.0.1", config.port).close()
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"[1/4] PPO on the true reward of {config.env} (the reference)", file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ from rlhf.reward import (
     train_reward_model,
 )
 from rlhf.segments import absorbing_features, action_feature_dim
-from rlhf.store import PreferenceStore
+from rlhf.store import PreferenceStore, sqlite_file
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ def run_export(config: ExportConfig) -> dict[str, Any]:
         if not (config.workspace / "prefs.sqlite").is_file():
             raise ConfigError(f"no preference store at {config.workspace / 'prefs.sqlite'}; is it a `rlhf run` folder?")
     location = config.db if config.db is not None else Path(str(config.workspace)) / "prefs.sqlite"
+    database_file = sqlite_file(location)
+    if database_file is not None and not database_file.is_file():  # exporting never creates a store
+        raise ConfigError(f"no preference store at {database_file}; --db takes an existing store's path or URL")
     store = PreferenceStore(location)
     try:
         pairs = export_preferences(store, config.out, config.format, overwrite=config.overwrite)

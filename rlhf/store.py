@@ -564,6 +564,16 @@ def _sqlite_url(url_or_path: str | os.PathLike[str]) -> str:
     return "sqlite:///" + str(Path(text).expanduser().resolve())
 
 
+def sqlite_file(url_or_path: str | os.PathLike[str]) -> Path | None:
+    """The database file a store location names when it is SQLite (a path or a ``sqlite:///`` URL), else None."""
+    try:
+        url = make_url(_sqlite_url(url_or_path))
+    except (ArgumentError, ValueError):
+        return None  # PreferenceStore says what is wrong with it
+    database = url.database
+    return Path(database) if url.drivername.startswith("sqlite") and database and database != ":memory:" else None
+
+
 # --------------------------------------------------------------------------------------------------- the store
 
 

@@ -6,6 +6,7 @@ Each is one line on stderr and exit code 2, whatever the command.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,20 @@ def test_an_existing_file_as_out_is_one_line(tmp_path: Path, capsys: pytest.Capt
     err = _one_line_error(capsys, ["ppo", "--env", "CartPole-v1", "--total-steps", "512", "--out", str(a_file)])
     assert "File exists" in err and str(a_file) in err
     assert a_file.read_text() == "keep me"
+
+
+def test_export_never_creates_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for db in (str(tmp_path / "typo.sqlite"), f"sqlite:///{tmp_path / 'typo.sqlite'}"):
+        err = _one_line_error(capsys, ["export", "--db", db, "--out", str(tmp_path / "export")])
+        assert f"no preference store at {tmp_path / 'typo.sqlite'}" in err
+    assert not (tmp_path / "typo.sqlite").exists() and not (tmp_path / "export").exists()
+
+
+def test_demo_finds_a_port_in_use_before_it_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _one_line_error(capsys, ["demo", "--port", str(port), "--out", str(tmp_path / "demo")])
+    assert f"port {port} on 127.0.0.1 is in use" in err
+    assert not (tmp_path / "demo").exists()  # refused before the reference run, with nothing written
