@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import optuna
 import plotly.graph_objects as go
+import sqlalchemy
 import tyro
 
 from baselines.common.envs import check_env_id
@@ -189,14 +190,18 @@ def open_study(cfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None)
     assert cfg.out is not None and cfg.total_steps is not None
     cfg.out.mkdir(parents=True, exist_ok=True)
     eval_every = max(cfg.total_steps // cfg.evaluations, 1)
-    study = optuna.create_study(
-        study_name=f"{cfg.algo}-{cfg.env}",
-        storage=f"sqlite:///{(cfg.out / 'study.sqlite').resolve()}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials),
-        pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=eval_every),
-    )
+    try:
+        study = optuna.create_study(
+            study_name=f"{cfg.algo}-{cfg.env}",
+            storage=f"sqlite:///{(cfg.out / 'study.sqlite').resolve()}",
+            load_if_exists=True,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=cfg.startup_trials),
+            pruner=pruner
+            or optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=eval_every),
+        )
+    except sqlalchemy.exc.DatabaseError as error:  # not an SQLite file, or a damaged one
+        raise ConfigError(f"{cfg.out / 'study.sqlite'} is not a readable study ({error.orig})") from None
     identity = {"algo": cfg.algo, "env": cfg.env, "total_steps": cfg.total_steps, "seed": cfg.seed}
     saved = {k: study.user_attrs.get(k) for k in identity}
     if not study.user_attrs:

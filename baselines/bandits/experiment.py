@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,6 +61,11 @@ class BanditConfig:
         check(self.arms >= 2, f"--arms must be at least 2, got {self.arms}")
         check(self.steps is None or self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
         check(self.walk_std >= 0, f"--walk-std must be >= 0, got {self.walk_std}")
+        check(math.isfinite(self.walk_std), f"--walk-std must be a finite number, got {self.walk_std}")
+        check(
+            self.mean_offset is None or math.isfinite(self.mean_offset),
+            f"--mean-offset must be a finite number, got {self.mean_offset}",
+        )
         if self.figure is not None:
             check(not self.agent, "--figure sets its own agents; drop --agent or drop --figure")
             book = FIGURES[self.figure]

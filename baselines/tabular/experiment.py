@@ -7,6 +7,7 @@ TD methods (``charts/train_return``, ``charts/episode_length``, ``charts/epsilon
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,7 +96,7 @@ class TabularConfig:
         check(self.ucb_c >= 0.0, f"--ucb-c must be >= 0, got {self.ucb_c}")
         check(self.episodes >= 1, f"--episodes must be at least 1, got {self.episodes}")
         check(self.runs >= 1, f"--runs must be at least 1, got {self.runs}")
-        check(self.theta > 0.0, f"--theta must be > 0, got {self.theta}")
+        check(0.0 < self.theta < math.inf, f"--theta must be a finite number > 0, got {self.theta}")
         check(self.max_iterations >= 1, f"--max-iterations must be at least 1, got {self.max_iterations}")
         check(self.eval_episodes >= 1, f"--eval-episodes must be at least 1, got {self.eval_episodes}")
         env = envs.make_env(self.env, self.preset)

@@ -13,6 +13,7 @@ a label held out in one round stays held out in the next and validation numbers 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -109,7 +110,7 @@ class RewardTrainerConfig:
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        check(0 < self.lr < math.inf, f"lr must be a finite positive number, got {self.lr}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         check(0.0 <= self.label_smoothing <= 1.0, f"label_smoothing must be in [0, 1], got {self.label_smoothing}")

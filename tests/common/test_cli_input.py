@@ -15,6 +15,7 @@ from baselines.common.config import read_config_file
 from baselines.common.errors import ConfigError
 from baselines.ppo import PPOConfig
 from rlhf.cli import main
+from rlhf.reward.trainer import RewardTrainerConfig
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -107,3 +108,24 @@ def test_demo_finds_a_port_in_use_before_it_starts(tmp_path: Path, capsys: pytes
         err = _one_line_error(capsys, ["demo", "--port", str(port), "--out", str(tmp_path / "demo")])
     assert f"port {port} on 127.0.0.1 is in use" in err
     assert not (tmp_path / "demo").exists()  # refused before the reference run, with nothing written
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bandit", "--steps", "10", "--runs", "2", "--mean-offset", "inf"], "--mean-offset must be a finite number"),
+        (["tabular", "--algo", "value-iteration", "--theta", "inf"], "--theta must be a finite number > 0"),
+    ],
+)
+def test_non_finite_numbers_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert message in _one_line_error(capsys, [*argv, "--out", str(tmp_path / "x")])
+    with pytest.raises(ConfigError, match="lr must be a finite positive number"):
+        RewardTrainerConfig(lr=float("inf"))
+
+
+def test_a_damaged_study_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "study.sqlite").write_bytes(b"not a database at all, not even close")
+    argv = ["tune", "dqn", "--env", "CartPole-v1", "--trials", "1", "--total-steps", "512", "--out", str(tmp_path)]
+    assert "study.sqlite is not a readable study (file is not a database)" in _one_line_error(capsys, argv)

@@ -106,7 +106,7 @@ def test_command_line_repeats_algo() -> None:
         ({"ucb_c": -1.0}, "--ucb-c must be >= 0"),
         ({"episodes": 0}, "--episodes must be at least 1"),
         ({"runs": 0}, "--runs must be at least 1"),
-        ({"theta": 0.0}, "--theta must be > 0"),
+        ({"theta": 0.0}, "--theta must be a finite number > 0"),
         ({"eval_episodes": 0}, "--eval-episodes must be at least 1"),
     ],
 )
