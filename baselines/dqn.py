@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
-from baselines.common.config import read_config_file
+from baselines.common.config import flag, read_config_file
 from baselines.common.envs import make_env, make_vec_env
 from baselines.common.errors import ConfigError, check, check_seed
 from baselines.common.evaluation import evaluate_policy
@@ -218,7 +218,7 @@ class DQNConfig:
                 for k, v in dataclasses.asdict(self).items()
                 if k not in _RESUMABLE_CHANGES and v != _field_default(k) and _plain(v) != _plain(saved.get(k))
             )
-            flags = ", ".join(f"--{_flag(k)}" for k in changed)
+            flags = ", ".join(flag(k) for k in changed)
             check(not changed, f"--resume continues {self.resume} with its saved config; drop {flags}")
             explicit = {k: getattr(self, k) for k in _RESUMABLE_CHANGES if getattr(self, k) != _field_default(k)}
             cfg = dataclasses.replace(
@@ -246,11 +246,11 @@ class DQNConfig:
         values = dataclasses.asdict(self)
         positive = ("total_steps", "num_envs", "learning_rate", "batch_size", "buffer_size", "train_freq")
         for name in (*positive, "target_update_interval", "n_step", "max_grad_norm", "eval_episodes", "per_eps"):
-            check(values[name] > 0, f"--{_flag(name)} must be positive, got {values[name]}")
+            check(values[name] > 0, f"{flag(name)} must be positive, got {values[name]}")
         for name in ("learning_starts", "per_alpha", "eval_every", "checkpoint_every"):
-            check(values[name] >= 0, f"--{_flag(name)} must be >= 0, got {values[name]}")
+            check(values[name] >= 0, f"{flag(name)} must be >= 0, got {values[name]}")
         for name in ("exploration_fraction", "exploration_initial_eps", "exploration_final_eps", "per_beta0"):
-            check(0 <= values[name] <= 1, f"--{_flag(name)} must be in [0, 1], got {values[name]}")
+            check(0 <= values[name] <= 1, f"{flag(name)} must be in [0, 1], got {values[name]}")
         check(0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}")
         check(0 < self.tau <= 1, f"--tau must be in (0, 1], got {self.tau}")
         check(self.gradient_steps == -1 or self.gradient_steps >= 1, "--gradient-steps must be >= 1 or -1")
@@ -262,7 +262,7 @@ class DQNConfig:
         check(self.torch_threads >= 1, f"--torch-threads must be at least 1, got {self.torch_threads}")
         check_seed(self.seed)
         for name in ("learning_rate", "max_grad_norm", "per_eps"):
-            check(math.isfinite(values[name]), f"--{_flag(name)} must be a finite number, got {values[name]}")
+            check(math.isfinite(values[name]), f"{flag(name)} must be a finite number, got {values[name]}")
         check(
             self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"
         )
@@ -272,10 +272,6 @@ class DQNConfig:
 
 def _field_default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(DQNConfig) if f.name == name)
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 def _plain(value: Any) -> Any:

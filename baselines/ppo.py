@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
-from baselines.common.config import read_config_file
+from baselines.common.config import flag, read_config_file
 from baselines.common.envs import check_env_id, make_vec_env
 from baselines.common.errors import ConfigError, check, check_seed
 from baselines.common.evaluation import evaluate_policy
@@ -235,16 +235,16 @@ class PPOConfig:
         finite = ("learning_rate", "clip_range", "max_grad_norm", "target_kl", "vf_coef", "ent_coef", "log_std_init")
         for name in finite:
             value = getattr(self, name)
-            check(math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
+            check(math.isfinite(value), f"{flag(name)} must be a finite number, got {value}")
         check(self.max_grad_norm > 0 and self.target_kl > 0, "--max-grad-norm and --target-kl must be positive")
         check(self.vf_coef >= 0, f"--vf-coef must be >= 0, got {self.vf_coef}")
         for name in ("max_kl", "clip_range_vf"):
             value = getattr(self, name)
-            check(value is None or value > 0, f"--{name.replace('_', '-')} must be positive when given, got {value}")
+            check(value is None or value > 0, f"{flag(name)} must be positive when given, got {value}")
         check(self.n_epochs >= 1 and self.eval_episodes >= 1, "--n-epochs and --eval-episodes must be at least 1")
         for name in ("eval_every", "checkpoint_every"):
             value = getattr(self, name)
-            check(value >= 0, f"--{name.replace('_', '-')} must be >= 0 (0: only at the end), got {value}")
+            check(value >= 0, f"{flag(name)} must be >= 0 (0: only at the end), got {value}")
         check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
         check(
             self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"

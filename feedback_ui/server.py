@@ -28,6 +28,7 @@ import tyro
 import uvicorn
 from pydantic import SecretStr, ValidationError
 
+from baselines.common.config import flag
 from baselines.common.errors import ConfigError
 from feedback_ui.app import create_app
 from feedback_ui.service import LabelingService
@@ -413,8 +414,7 @@ def _flags(config: ServeConfig) -> list[str]:
     for name, value in vars(config).items():
         if value is None or value is False:
             continue
-        flag = "--" + name.replace("_", "-")
-        flags.extend([flag] if value is True else [flag, str(value)])
+        flags.extend([flag(name)] if value is True else [flag(name), str(value)])
     return flags
 
 

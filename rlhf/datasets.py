@@ -17,7 +17,6 @@ dataset also carries it as JSON in its ``info.description``, so it survives ``Da
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -345,14 +344,10 @@ def load_preferences(path: str | os.PathLike[str]) -> PreferenceExport:
         raise ConfigError(f"the metadata of {folder} is malformed ({_reason(error)})") from None
     cache: dict[str, Segment] = {}
     pairs = []
-    remaining = iter(rows)
-    for number in itertools.count(1):
+    for number, row in enumerate(rows, 1):
         try:
-            row = next(remaining, None)
-            if row is None:
-                break
             pairs.append(_pair(row, shapes, dtypes, cache))
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:  # JSONDecodeError included
+        except (KeyError, ValueError, TypeError, IndexError) as error:
             raise ConfigError(f"row {number} of {folder} is malformed ({_reason(error)})") from None
     return PreferenceExport(
         path=folder,
@@ -433,9 +428,12 @@ def _read_hf(dataset: Any, dtypes: Mapping[str, np.dtype[Any]]) -> Iterable[dict
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
     with path.open() as file:
-        for line in file:
+        for number, line in enumerate(file, 1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"line {number} of {path} is not valid JSON ({error.msg})") from None
 
 
 def _segment(

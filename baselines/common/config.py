@@ -95,6 +95,11 @@ def _describe(annotation: Any) -> str:
     return str(annotation)
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
 def find_flag(args: Sequence[str], flag: str) -> str | None:
     """The value of ``--flag VALUE`` or ``--flag=VALUE`` in ``args`` (last one wins), else None."""
     value = None

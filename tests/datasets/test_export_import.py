@@ -197,7 +197,6 @@ def _rewrite_first_row(path: Path, change: Any) -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (lambda row: "{not json", "Expecting property name"),
         (lambda row: json.dumps({**row, "choice": "x"}), "choice must be one of a, b, tie, skip, got 'x'"),
         (lambda row: json.dumps({k: v for k, v in row.items() if k != "obs_a"}), "missing 'obs_a'"),
         (lambda row: json.dumps({**row, "obs_a": row["obs_a"][:-1]}), "cannot reshape"),
@@ -214,6 +213,15 @@ def test_a_malformed_row_is_named_in_one_clear_error(tmp_path: Path, change: Any
     with pytest.raises(ConfigError, match=r"row 1 of .* is malformed") as error:
         load_preferences(tmp_path / "export")
     assert reason in str(error.value)
+
+
+def test_a_line_that_is_not_json_is_named(tmp_path: Path) -> None:
+    store, _ = build_store(tmp_path / "prefs.sqlite", "discrete")
+    export_preferences(store, tmp_path / "export", format="jsonl")
+    store.close()
+    _rewrite_first_row(tmp_path / "export" / "preferences.jsonl", lambda row: "{not json")
+    with pytest.raises(ConfigError, match=r"line 1 of .*preferences\.jsonl is not valid JSON \(Expecting property"):
+        load_preferences(tmp_path / "export")
 
 
 def test_malformed_metadata_and_corrupt_datasets_are_clear_errors(tmp_path: Path) -> None:
