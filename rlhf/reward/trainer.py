@@ -185,10 +185,10 @@ def _train(
     if is_val.all():  # a handful of labels that all fell on the validation side: train on them instead
         is_val[:] = False
     train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    device = next(model.parameters()).device
-    features_a = torch.from_numpy(data.features_a).to(device)
-    features_b = torch.from_numpy(data.features_b).to(device)
-    targets = torch.from_numpy(data.targets).to(device)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    features_a = torch.from_numpy(data.features_a).to(device, dtype)
+    features_b = torch.from_numpy(data.features_b).to(device, dtype)
+    targets = torch.from_numpy(data.targets).to(device, dtype)
     train_targets = smooth_targets(targets, config.label_smoothing)
     # Bootstrap multiplicities: member e sees label i counts[e, i] times (multinomial, as resampling n of n).
     num_train, members = len(train_index), model.ensemble_size
@@ -197,7 +197,7 @@ def _train(
         counts = rng.multinomial(num_train, np.full(num_train, 1.0 / num_train), size=members)
     else:
         counts = np.ones((members, num_train))
-    weights = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    weights = torch.as_tensor(counts, dtype=dtype, device=device)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
