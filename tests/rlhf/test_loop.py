@@ -50,6 +50,7 @@ def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
     assert [r["step"] for r in rows if "eval/return_mean" in r] == [summary["env_steps"]]
 
 
+@pytest.mark.slow
 def test_loop_learns_cartpole_from_few_labels(tmp_path: Path) -> None:
     config = RLHFConfig(env="CartPole-v1", labels=60, total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
     summary = run_rlhf(config)
