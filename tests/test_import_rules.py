@@ -13,8 +13,6 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("baselines", "rlhf", "feedback_ui")
 """The project's packages; any other top-level name is a third-party or standard-library module."""
@@ -148,10 +146,5 @@ def test_the_store_and_the_service_load_without_torch() -> None:
     assert _loaded_by("import rlhf.store, feedback_ui.app", ("torch", "datasets", "rlhf.segments")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`import baselines.common.errors` runs baselines/__init__.py, which registers gym envs and so imports "
-    "gymnasium; issue 11 removes that side effect in another change. Remove this marker then.",
-)
 def test_the_store_and_the_service_load_without_gymnasium() -> None:
     assert _loaded_by("import rlhf.store, feedback_ui.app", ("gymnasium",)) == []

@@ -56,6 +56,7 @@ def _labels_done(page: Page, expected: int) -> None:
     page.wait_for_function(f'document.getElementById("labels-done").textContent === "{expected}"', timeout=10_000)
 
 
+@pytest.mark.slow
 def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
     _, token = store.add_labeler("alice")
     page.goto(f"{server.url}/?token={token}")
@@ -102,6 +103,7 @@ def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: Pref
     assert [r.choice for r in records][-1] == "undo" and len(records) == 5
 
 
+@pytest.mark.slow
 def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
     page.goto(f"{server.url}/?token=not-a-token")
     page.wait_for_selector("#fatal:not([hidden])")
@@ -119,6 +121,7 @@ def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore,
     assert page.get_by_label("Playback speed").is_visible()
 
 
+@pytest.mark.slow
 def test_admin_page(server: ServerHandle, page: Page) -> None:
     page.goto(server.admin_url)
     page.wait_for_selector("#cards .card")

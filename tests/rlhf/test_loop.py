@@ -61,6 +61,7 @@ def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
     assert [p.reward_val_accuracy for p in measured] == pytest.approx([r["reward/val_accuracy"] for r in trained])
 
 
+@pytest.mark.slow
 def test_loop_learns_cartpole_from_few_labels(tmp_path: Path) -> None:
     config = RLHFConfig(env="CartPole-v1", labels=60, total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
     summary = run_rlhf(config)
