@@ -31,14 +31,14 @@ import plotly.graph_objects as go
 import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
-from baselines.common.config import flag, read_config_file
+from baselines.common.config import flag, read_config_file, resolve_resume, resume_default
 from baselines.common.envs import make_env, make_vec_env
 from baselines.common.errors import ConfigError, check, check_seed
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.flat_mlp import FlatParameters, MLPSpec
 from baselines.common.progress import progress_bar
 from baselines.common.replay import PrioritizedSampler, ReplayBuffer
-from baselines.common.report import Report, color, smooth
+from baselines.common.report import Report, color, metric_series, smooth
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due
 
 # Per-env defaults, as rl-zoo keeps them (hyperparams/dqn.yml): ``defaults_for(env)`` is GENERIC (rl-zoo's Acrobot
@@ -108,8 +108,6 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "eval_every": 12_000,
     },
 }
-# Fields that may change when an interrupted run is resumed.
-_RESUMABLE_CHANGES = {"total_steps", "out", "resume", "config", "track", "device", "torch_threads"}
 
 
 @dataclass(frozen=True)
@@ -195,7 +193,7 @@ class DQNConfig:
         """GENERIC, then the env's row of ENV_DEFAULTS, then the values in ``overrides["config"]`` (a JSON file,
         if given), then ``overrides``. Unknown fields in the file raise ConfigError naming them."""
         config_file = overrides.get("config")
-        file_values = _read_config(Path(config_file)) if config_file is not None else {}
+        file_values = read_config_file(cls, Path(config_file)) if config_file is not None else {}
         for key in ("env", "out", "resume", "config"):  # a run's config.json may serve as a config file
             file_values.pop(key, None)
         return cls(env=env, **{**GENERIC, **ENV_DEFAULTS.get(env, {}), **file_values, **overrides})
@@ -204,26 +202,15 @@ class DQNConfig:
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> DQNConfig:
         """The instance the CLI shows and overrides: a resumed run's config, or the env's row (+ a config file)."""
         if resume is not None:
-            return cls(**{**_read_config(Path(resume) / "config.json"), "resume": Path(resume), "out": Path(resume)})
-        file_env = _read_config(Path(config_file)).get("env") if config_file else None
+            return resume_default(cls, Path(resume))
+        file_env = read_config_file(cls, Path(config_file)).get("env") if config_file else None
         config = {"config": Path(config_file)} if config_file else {}
         return cls.defaults_for(env or file_env or cls.env, **config)
 
     def resolved(self) -> DQNConfig:
         """Validated, with the run folder filled in; a resume takes the saved config (changing only what may)."""
         if self.resume is not None:
-            saved = _read_config(self.resume / "config.json")
-            changed = sorted(
-                k
-                for k, v in dataclasses.asdict(self).items()
-                if k not in _RESUMABLE_CHANGES and v != _field_default(k) and _plain(v) != _plain(saved.get(k))
-            )
-            flags = ", ".join(flag(k) for k in changed)
-            check(not changed, f"--resume continues {self.resume} with its saved config; drop {flags}")
-            explicit = {k: getattr(self, k) for k in _RESUMABLE_CHANGES if getattr(self, k) != _field_default(k)}
-            cfg = dataclasses.replace(
-                DQNConfig(**saved), **{**explicit, "resume": self.resume, "out": self.resume, "config": None}
-            )
+            cfg = resolve_resume(self)
         else:
             cfg = dataclasses.replace(self, out=self.out or default_run_dir("dqn", self.env))
         cfg.validate()
@@ -268,19 +255,6 @@ class DQNConfig:
         )
         if self.device.startswith("cuda"):
             check(torch.cuda.is_available(), "--device cuda was asked for but torch sees no CUDA device")
-
-
-def _field_default(name: str) -> Any:
-    return next(f.default for f in dataclasses.fields(DQNConfig) if f.name == name)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple | list) else str(value) if isinstance(value, Path) else value
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    values = read_config_file(DQNConfig, path)
-    return {k: Path(v) if k in {"out", "resume", "config"} and v is not None else v for k, v in values.items()}
 
 
 # ------------------------------------------------------------------------------------------------- the network
@@ -593,11 +567,8 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
     cfg = config.resolved()
     assert cfg.out is not None
     checkpoint = load_checkpoint(cfg.out / "checkpoint.pt") if cfg.resume is not None else None
-    unfinished = (cfg.out / "checkpoint.pt").exists() and not (cfg.out / "summary.json").exists()
-    check(
-        cfg.resume is not None or not unfinished,
-        f"{cfg.out} holds an unfinished run; continue it with --resume {cfg.out} or choose another --out",
-    )
+    if checkpoint is None:
+        RunFolder.check_new(cfg.out)
     torch.set_num_threads(cfg.torch_threads)
     envs = make_vec_env(cfg.env, cfg.num_envs, copy=False)  # observations are copied below, once
     obs_dim = math.prod(envs.single_observation_space.shape or (1,))
@@ -612,9 +583,8 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
         _restore(checkpoint, q, optimizer, buffer, sampler, rng, counters)
         check(counters.global_step < cfg.total_steps, f"{cfg.out} already ran {counters.global_step} steps")
         buffer.cut_episodes()  # the envs restart: no n-step return may run on into a new episode
-    folder = RunFolder.create(cfg.out, cfg, allow_existing=cfg.resume is not None)
+    folder = RunFolder.create(cfg.out, cfg, resume_step=counters.global_step if checkpoint is not None else None)
     start_step = global_step = counters.global_step
-    _drop_metrics_after(folder, start_step)
 
     n_updates = cfg.gradient_steps if cfg.gradient_steps > 0 else cfg.train_freq * cfg.num_envs
     target_every = max(cfg.target_update_interval // cfg.num_envs, 1)  # in vector steps, as SB3 counts
@@ -759,7 +729,7 @@ def train_dqn(config: DQNConfig, on_eval: Callable[[int, float], None] | None = 
 
 def _evaluate(q: QNetwork, cfg: DQNConfig) -> np.ndarray:
     """Greedy returns on a separate env (seeds apart from training's)."""
-    return evaluate_policy(q.greedy_actions, cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+    return evaluate_policy(q.greedy_actions, cfg.env, cfg.eval_episodes, cfg.seed)
 
 
 def _state(
@@ -812,22 +782,10 @@ def _restore(
         raise ConfigError(f"checkpoint does not fit this DQN config ({str(error)[:120]})") from None
 
 
-def _drop_metrics_after(folder: RunFolder, step: int) -> None:
-    """A resumed run rewrites what happened after its checkpoint: drop those metrics rows."""
-    if step == 0 or not folder.metrics_path.exists():
-        return
-    kept = [line for line in folder.metrics_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    folder.metrics_path.write_text("".join(line + "\n" for line in kept))
-
-
 # ------------------------------------------------------------------------------------------------- report
 def write_report(folder: RunFolder, cfg: DQNConfig, summary: dict[str, Any]) -> None:
     """Learning curves, TD loss, Q values and epsilon from metrics.jsonl, and the config."""
     rows = folder.read_metrics()
-
-    def series(key: str) -> tuple[np.ndarray, np.ndarray]:
-        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        return np.array([p[0] for p in points], dtype=float), np.array([p[1] for p in points], dtype=float)
 
     report = Report(
         f"DQN on {cfg.env}",
@@ -837,7 +795,7 @@ def write_report(folder: RunFolder, cfg: DQNConfig, summary: dict[str, Any]) -> 
         f"{summary['eval_episodes']} episodes.",
     )
     fig = go.Figure()
-    steps, returns = series("charts/episodic_return")
+    steps, returns = metric_series(rows, "charts/episodic_return")
     if len(steps):
         fig.add_trace(
             go.Scatter(
@@ -852,8 +810,8 @@ def write_report(folder: RunFolder, cfg: DQNConfig, summary: dict[str, Any]) -> 
         fig.add_trace(
             go.Scatter(x=steps, y=smooth(returns, 20), name="training (mean of 20)", line={"color": color(0)})
         )
-    eval_steps, eval_mean = series("eval/return_mean")
-    _, eval_std = series("eval/return_std")
+    eval_steps, eval_mean = metric_series(rows, "eval/return_mean")
+    _, eval_std = metric_series(rows, "eval/return_std")
     if len(eval_steps):
         fig.add_trace(
             go.Scatter(
@@ -867,21 +825,16 @@ def write_report(folder: RunFolder, cfg: DQNConfig, summary: dict[str, Any]) -> 
         )
     fig.update_layout(title="Episodic return", xaxis_title="env steps", yaxis_title="return", height=420)
     report.figure(fig)
-    panels = [
-        ("TD loss (Huber, mean over each logging window)", "losses/td_loss", "log"),
-        ("Q(s, a) of replayed transitions (mean)", "losses/q_values", "linear"),
-        ("Epsilon", "charts/epsilon", "linear"),
-        ("Learning rate", "charts/learning_rate", "linear"),
-        ("Steps per second", "charts/SPS", "linear"),
+    panels: list[tuple[str, list[str]]] = [
+        ("TD loss (Huber, mean over each logging window) (log)", ["losses/td_loss"]),
+        ("Q(s, a) of replayed transitions (mean)", ["losses/q_values"]),
+        ("Epsilon", ["charts/epsilon"]),
+        ("Learning rate", ["charts/learning_rate"]),
+        ("Steps per second", ["charts/SPS"]),
     ]
     if cfg.prioritized:
-        panels.append(("Importance-weight exponent beta", "charts/per_beta", "linear"))
-    for i, (title, key, axis) in enumerate(panels):
-        x, y = series(key)
-        if len(x):
-            fig = go.Figure(go.Scatter(x=x, y=y, name=key, line={"color": color(i + 2)}))
-            fig.update_layout(title=title, xaxis_title="env steps", yaxis_type=axis, height=320)
-            report.figure(fig)
+        panels.append(("Importance-weight exponent beta", ["charts/per_beta"]))
+    report.metric_panels(rows, panels, first_color=2)
     report.heading("Config")
     report.table(["field", "value"], [[k, str(v)] for k, v in dataclasses.asdict(cfg).items()])
     report.write(folder.report_path)

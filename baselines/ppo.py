@@ -24,18 +24,18 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
+from baselines.common.config import resolve_resume
 from baselines.common.envs import make_vec_env
 from baselines.common.errors import ConfigError
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec, limit_blas_threads
 from baselines.common.normalization import ObsNormalizer, RewardScaler
 from baselines.common.progress import progress_bar
-from baselines.common.report import Report, color
+from baselines.common.report import Report
 from baselines.common.returns import gae
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due
 from baselines.ppo_config import PPOConfig as PPOConfig  # re-exported: rlhf and the benchmarks import it from here
@@ -478,24 +478,6 @@ def load_state(state: PPOState, checkpoint: dict[str, Any]) -> None:
     state.next_obs = state.envs.reset(seed=state.config.seed + state.global_step)[0].copy()
 
 
-# Fields that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"total_steps", "out", "resume", "config", "track", "device", "eval_every", "checkpoint_every"}
-
-
-def _check_resume(config: PPOConfig, checkpoint: dict[str, Any]) -> None:
-    saved = checkpoint.get("config", {})
-    current = dataclasses.asdict(config)
-    changed = sorted(
-        k for k in current if k not in _RESUMABLE_CHANGES and k in saved and _plain(saved[k]) != _plain(current[k])
-    )
-    if changed:
-        raise ConfigError(f"--resume: config differs from the saved run in {', '.join(changed)}; keep them as saved")
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple | list) else value
-
-
 def train_ppo(
     config: PPOConfig,
     reward_fn: RewardFn | None = None,
@@ -507,18 +489,19 @@ def train_ppo(
         reward_fn: replaces each rollout's rewards (``(T, N)``) before GAE; the true reward is still logged.
         on_eval: called with ``(env_steps, eval_return_mean)`` after each evaluation (a tuner may raise there).
     """
-    config.validate()
     resuming = config.resume is not None
-    if resuming:
-        assert config.resume is not None
-        checkpoint = load_checkpoint(config.resume / "checkpoint.pt")
-        _check_resume(config, checkpoint)
-    cfg = dataclasses.replace(config, out=config.out or config.resume or default_run_dir("ppo", config.env))
+    cfg = (
+        resolve_resume(config)
+        if resuming
+        else dataclasses.replace(config, out=config.out or default_run_dir("ppo", config.env))
+    )
+    cfg.validate()
     assert cfg.out is not None
+    checkpoint = load_checkpoint(cfg.out / "checkpoint.pt") if resuming else None
     state = init_ppo(cfg)
-    if resuming:
+    if checkpoint is not None:
         load_state(state, checkpoint)
-    folder = RunFolder.create(cfg.out, cfg, allow_existing=resuming)
+    folder = RunFolder.create(cfg.out, cfg, resume_step=state.global_step if resuming else None)
     start_time = time.perf_counter()
     start_step = state.global_step
     next_eval, next_checkpoint = (
@@ -545,7 +528,7 @@ def train_ppo(
                     metrics["charts/episodic_return"] = float(np.mean(rollout.episode_returns))
                     metrics["charts/episodic_length"] = float(np.mean(rollout.episode_lengths))
                 if state.global_step >= next_eval or state.global_step >= cfg.total_steps:
-                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
                     metrics["eval/return_mean"] = float(eval_returns.mean())
                     metrics["eval/return_std"] = float(eval_returns.std())
                     next_eval += cfg.eval_every
@@ -559,7 +542,7 @@ def train_ppo(
                 if recent_returns:
                     bar.set_postfix(train_return=f"{np.mean(recent_returns):.1f}", refresh=False)
         if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
-            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
     finally:
         state.envs.close()
     save_checkpoint(folder.path / "checkpoint.pt", state_dict(state))
@@ -598,14 +581,5 @@ def write_report(folder: RunFolder, summary: dict[str, Any]) -> None:
         ("Learning rate and clip range", ["charts/learning_rate", "charts/clip_range"]),
         ("Steps per second", ["charts/SPS"]),
     ]
-    for title, keys in panels:
-        fig = go.Figure()
-        for i, key in enumerate(keys):
-            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                mode = "lines+markers" if key.startswith("eval/") else "lines"
-                fig.add_trace(go.Scatter(x=xs, y=ys, name=key, mode=mode, line={"color": color(i)}))
-        fig.update_layout(title=title, xaxis_title="env steps", height=360)
-        report.figure(fig)
+    report.metric_panels(rows, panels)
     report.write(folder.report_path)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from baselines.common.config import flag, read_config_file
+from baselines.common.config import flag, read_config_file, resume_default
 from baselines.common.envs import check_env_id
 from baselines.common.errors import check, check_seed
 
@@ -180,8 +180,7 @@ class PPOConfig:
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> PPOConfig:
         """The default instance the CLI shows and overrides: a resumed run's config, a file, or the env's row."""
         if resume is not None:
-            values = read_config_file(cls, Path(resume) / "config.json")
-            return cls(**{**values, "resume": Path(resume), "out": Path(resume)})
+            return resume_default(cls, Path(resume))
         file_values = read_config_file(cls, Path(config_file)) if config_file else {}
         env_id = env or file_values.get("env") or cls.env
         return cls.defaults_for(env_id, **{k: v for k, v in file_values.items() if k != "env"})

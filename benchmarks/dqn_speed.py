@@ -49,7 +49,7 @@ def run_sb3(steps: int, seed: int) -> tuple[float, float, float]:
     start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    returns = evaluate_policy(lambda obs: model.predict(obs, deterministic=True)[0], "CartPole-v1", 10, seed + 10_000)
+    returns = evaluate_policy(lambda obs: model.predict(obs, deterministic=True)[0], "CartPole-v1", 10, seed)
     return model.num_timesteps / seconds, model.num_timesteps / cpu_seconds, float(returns.mean())
 
 

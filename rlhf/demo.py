@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import plotly.graph_objects as go
 
-from baselines.common.report import Report, color
+from baselines.common.report import Report, color, metric_series
 from baselines.common.runs import RunFolder, write_json
 from baselines.ppo import train_ppo
 from rlhf.loop import RLHFConfig, run_rlhf
@@ -204,10 +204,6 @@ def write_report(out: Path, reference_dir: Path, rlhf_dir: Path, summary: dict[s
     reference_rows = RunFolder(reference_dir).read_metrics()
     rlhf_rows = RunFolder(rlhf_dir).read_metrics()
 
-    def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        return [p[0] for p in points], [p[1] for p in points]
-
     report = Report(
         f"RLHF demo on {summary['env_id']}",
         f"RLHF PPO reached a true return of {summary['eval_return_mean']:.1f} from {summary['labels_used']} labels "
@@ -215,19 +211,19 @@ def write_report(out: Path, reference_dir: Path, rlhf_dir: Path, summary: dict[s
     )
     fig = go.Figure()
     for i, (name, rows) in enumerate([("PPO on the true reward", reference_rows), ("RLHF PPO", rlhf_rows)]):
-        xs, ys = series(rows, "charts/episodic_return")
+        xs, ys = metric_series(rows, "charts/episodic_return")
         fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (training episodes)", line={"color": color(i)}, opacity=0.5))
-        xs, ys = series(rows, "eval/return_mean")
+        xs, ys = metric_series(rows, "eval/return_mean")
         fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (eval)", mode="lines+markers", line={"color": color(i)}))
     fig.update_layout(title="True return over env steps", xaxis_title="env steps", yaxis_title="true return")
     report.figure(fig)
-    xs, ys = series(rlhf_rows, "labels/total")
+    xs, ys = metric_series(rlhf_rows, "labels/total")
     report.figure(
         go.Figure(go.Scatter(x=xs, y=ys, mode="lines")).update_layout(
             title="Labels over time", xaxis_title="env steps", yaxis_title="labels"
         )
     )
-    xs, ys = series(rlhf_rows, "reward/val_accuracy")
+    xs, ys = metric_series(rlhf_rows, "reward/val_accuracy")
     report.figure(
         go.Figure(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers")).update_layout(
             title="Reward-model held-out accuracy per round", xaxis_title="round", yaxis_range=[0, 1.05]

@@ -22,11 +22,11 @@ import plotly.graph_objects as go
 import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
-from baselines.common.config import read_config_file
+from baselines.common.config import read_config_file, resolve_resume, resume_default
 from baselines.common.errors import ConfigError, check
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.progress import progress_bar
-from baselines.common.report import Report, color
+from baselines.common.report import Report, color, metric_series
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due, write_json
 from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
@@ -127,8 +127,7 @@ class RLHFConfig:
     @classmethod
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> RLHFConfig:
         if resume is not None:
-            values = read_config_file(cls, Path(resume) / "config.json")
-            return cls(**{**values, "resume": Path(resume), "out": Path(resume)})
+            return resume_default(cls, Path(resume))
         values = read_config_file(cls, Path(config_file)) if config_file else {}
         return cls(**{**values, **({"env": env} if env else {})})
 
@@ -245,21 +244,23 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     PPO goes on with the current reward model; the model is retrained whenever ``human_retrain_labels`` new labels
     are in. ``on_store_ready(out)`` is called once the store exists (the CLI starts the labeling service there).
     """
-    config.validate()
     resuming = config.resume is not None
-    cfg = dataclasses.replace(config, out=config.out or config.resume or default_run_dir("run", config.env))
+    if resuming:  # the labeling service's address may change; the experiment may not
+        cfg = resolve_resume(config, extra_resumable={"host", "port", "human_retrain_labels"})
+    else:
+        cfg = dataclasses.replace(config, out=config.out or default_run_dir("run", config.env))
+    cfg.validate()
     assert cfg.out is not None
     out = cfg.out
-    if resuming and not (out / "checkpoint.pt").exists():
-        raise ConfigError(f"--resume {out}: no checkpoint.pt there to continue from")
+    checkpoint = load_checkpoint(out / "checkpoint.pt") if resuming else None
+    if checkpoint is None:
+        RunFolder.check_new(out)
     ppo_cfg = dataclasses.replace(cfg.ppo(), out=out)
     state = init_ppo(ppo_cfg)
     envs = state.envs
     action_space = envs.single_action_space
     obs_shape = tuple(envs.single_observation_space.shape or ())
     segment_length = cfg.resolved_segment_length
-    if (out / "summary.json").exists() and not resuming:
-        raise ConfigError(f"{out} already holds a finished run; choose another --out or --resume it")
     out.mkdir(parents=True, exist_ok=True)
     # Simulated labels need no power-loss durability; a person's labels (the labeling service) get FULL.
     store = PreferenceStore(out / "prefs.sqlite", sqlite_synchronous="FULL" if cfg.human else "NORMAL")
@@ -268,7 +269,6 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     except ConfigError:
         envs.close()
         raise
-    folder = RunFolder.create(out, cfg, allow_existing=True)
     teacher = cfg.make_teacher()
     labeler_id = store.get_or_create_labeler(f"teacher:{teacher.name}").id if teacher is not None else -1
     if on_store_ready is not None:
@@ -288,8 +288,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     model = build_reward_model(model_cfg)
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
-    if resuming:
-        checkpoint = load_checkpoint(out / "checkpoint.pt")
+    if checkpoint is not None:
         load_state(state, checkpoint["ppo"])
         model = load_reward_model(out / "reward_model")
         learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
@@ -298,6 +297,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         # The store is the record of what was labeled (a round may have been cut short after its labels).
         loop.labels_used = len(store.effective_labels())
         rng = np.random.default_rng([cfg.seed, 1, state.global_step])
+    folder = RunFolder.create(out, cfg, resume_step=state.global_step if resuming else None)
     reward_fn = as_ppo_reward_fn(learned_reward, actions="env")
     schedule = label_schedule(cfg.labels, cfg.label_rounds, cfg.initial_label_fraction)
     round_every = max(1, int(cfg.resolved_label_phase * cfg.total_steps / cfg.label_rounds))
@@ -354,7 +354,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     metrics["charts/episodic_return"] = float(np.mean(rollout.episode_returns))
                 metrics["charts/learned_reward_mean"] = float(rollout.rewards.mean())
                 if state.global_step >= next_eval or state.global_step >= cfg.total_steps:
-                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
                     metrics["eval/return_mean"] = float(eval_returns.mean())
                     metrics["eval/return_std"] = float(eval_returns.std())
                     next_eval += cfg.eval_every
@@ -366,7 +366,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                 bar.update(ppo_cfg.rollout_steps)
                 bar.set_postfix(labels=loop.labels_used, refresh=False)
         if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
-            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed + 10_000)
+            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
     finally:
         envs.close()
     wall = time.perf_counter() - start_time
@@ -504,23 +504,19 @@ def write_report(
         f"{summary['wall_seconds']:.1f} s. Final true eval return {summary['eval_return_mean']}.",
     )
 
-    def series(key: str) -> tuple[list[float], list[float]]:
-        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-        return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
-
     fig = go.Figure()
     for i, (key, name) in enumerate([("charts/episodic_return", "training episodes"), ("eval/return_mean", "eval")]):
-        xs, ys = series(key)
+        xs, ys = metric_series(rows, key)
         fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers" if "eval" in key else "lines",
                                  line={"color": color(i)}))  # fmt: skip
     fig.update_layout(title="True return of the RLHF policy", xaxis_title="env steps", yaxis_title="true return")
     report.figure(fig)
-    xs, ys = series("labels/total")
+    xs, ys = metric_series(rows, "labels/total")
     report.figure(go.Figure(go.Scatter(x=xs, y=ys, mode="lines")).update_layout(
         title="Labels collected", xaxis_title="env steps", yaxis_title="labels"))  # fmt: skip
     fig = go.Figure()
     for i, key in enumerate(["reward/val_accuracy", "reward/return_correlation"]):
-        xs, ys = series(key)
+        xs, ys = metric_series(rows, key)
         fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, name=key, mode="lines+markers",
                                  line={"color": color(i)}))  # fmt: skip
     fig.update_layout(title="Reward model per round", xaxis_title="round", yaxis_range=[-1.05, 1.05])

@@ -1,22 +1,33 @@
-"""Config files and per-env defaults: a JSON file of field values, checked against the config dataclass."""
+"""Config files and resumed runs: JSON field values checked against a config dataclass, one resume rule for every
+trainer."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from baselines.common.errors import ConfigError
+
+Config = TypeVar("Config")
+
+# Fields a resumed run may change: where it writes and logs, how long it runs, how often it evaluates and saves,
+# and where it computes. Everything else would make the continued run a different experiment.
+RESUMABLE_FIELDS = frozenset(
+    {"total_steps", "out", "resume", "config", "track", "device", "torch_threads", "eval_every", "checkpoint_every"}
+)
 
 
 def read_config_file(cls: type[Any], path: Path) -> dict[str, Any]:
     """Field values from a JSON file (a run's ``config.json`` or a tuner's best config).
 
-    Unknown keys raise ConfigError naming them; lists become tuples so frozen dataclasses stay hashable.
+    Each value is validated strictly against its field's annotation by pydantic (no "16" for an integer, no
+    "yes" for a bool; JSON lists become tuples, strings become paths). Unknown keys raise ConfigError naming them.
     """
     try:
         values = json.loads(path.read_text())
@@ -30,69 +41,69 @@ def read_config_file(cls: type[Any], path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a JSON object of field values")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    adapters = _field_adapters(cls)
+    unknown = sorted(set(values) - set(adapters))
     if unknown:
         raise ConfigError(
-            f"unknown hyperparameter(s) {', '.join(unknown)} in {path}; known: {', '.join(sorted(fields))}"
+            f"unknown hyperparameter(s) {', '.join(unknown)} in {path}; known: {', '.join(sorted(adapters))}"
         )
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError):  # an annotation that does not resolve at run time: the config checks itself
-        hints = {}
+    checked = {}
     for name, value in values.items():
-        if not _matches(value, hints.get(name, Any)):
-            raise ConfigError(f"{name} in {path} must be {_describe(hints[name])}, got {json.dumps(value)}")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        try:
+            checked[name] = adapters[name].validate_json(json.dumps(value), strict=True)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = "".join(f"[{part}]" for part in first["loc"])
+            raise ConfigError(f"{name}{where} in {path}: {first['msg']}, got {json.dumps(value)}") from None
+    return checked
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    """Whether a JSON value fits a config field's annotation (the types config dataclasses use)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True
-    if origin is typing.Literal:
-        return value in args
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in args)
-    if origin is tuple:
-        if not isinstance(value, list):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(item, args[0]) for item in value)
-        return len(value) == len(args) and all(_matches(item, arg) for item, arg in zip(value, args, strict=True))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation in (str, Path):
-        return isinstance(value, str)
-    return True  # a type config files do not carry: left to the config's own checks
+_ADAPTERS: dict[type[Any], dict[str, TypeAdapter[Any]]] = {}
 
 
-def _describe(annotation: Any) -> str:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(json.dumps(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(arg) for arg in args)
-    if origin is tuple:
-        return f"a list ({_describe(args[0])} each)" if args else "a list"
-    if annotation is type(None):
-        return "null"
-    if annotation is float:
-        return "a number"
-    if annotation is int:
-        return "an integer"
-    if annotation is bool:
-        return "true or false"
-    if annotation in (str, Path):
-        return "a string"
-    return str(annotation)
+def _field_adapters(cls: type[Any]) -> dict[str, TypeAdapter[Any]]:
+    """A pydantic validator per field of the config dataclass ``cls``, from its resolved annotations (cached)."""
+    if cls not in _ADAPTERS:
+        hints = typing.get_type_hints(cls)
+        _ADAPTERS[cls] = {field.name: TypeAdapter(hints[field.name]) for field in dataclasses.fields(cls)}
+    return _ADAPTERS[cls]
+
+
+def resume_default(cls: type[Config], folder: Path) -> Config:
+    """What ``--resume DIR`` starts from: the run's saved config, continuing in ``folder``."""
+    saved = read_config_file(cls, folder / "config.json")
+    return cls(**{**saved, "resume": folder, "out": folder})
+
+
+def resolve_resume(config: Config, extra_resumable: Iterable[str] = ()) -> Config:
+    """The config a resumed run (``config.resume`` set) continues with: its saved ``config.json``, with the fields
+    a resume may change (``RESUMABLE_FIELDS`` and ``extra_resumable``) taken from ``config`` where it sets them.
+
+    A field counts as set when it differs from the saved value and from the field's default (``--resume DIR``
+    shows the saved config as the defaults, and code may pass only what it changes). Any other field set to a
+    new value is a ConfigError naming its flag: the continued run must be the same experiment.
+    """
+    folder = getattr(config, "resume")  # noqa: B009 (a generic config dataclass)
+    assert folder is not None
+    cls: type[Any] = type(config)
+    saved = read_config_file(cls, Path(folder) / "config.json")
+    resumable = RESUMABLE_FIELDS | set(extra_resumable)
+    given: dict[str, Any] = {}
+    changed = []
+    for field in dataclasses.fields(cls):
+        value = getattr(config, field.name)
+        if field.name not in saved or value == saved[field.name] or value == field.default:
+            continue
+        if field.name in resumable:
+            given[field.name] = value
+        else:
+            changed.append(field.name)
+    if changed:
+        flags = ", ".join(flag(name) for name in changed)
+        raise ConfigError(f"--resume continues {folder} with its saved config; drop {flags} (saved values differ)")
+    continuing = {"resume": Path(folder), "out": Path(folder)} | ({"config": None} if "config" in saved else {})
+    resumed: Config = cls(**{**saved, **given, **continuing})
+    return resumed
 
 
 def flag(name: str) -> str:

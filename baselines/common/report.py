@@ -6,7 +6,7 @@ No CDN: the page must open on an offline machine.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,5 +142,31 @@ class Report:
             f"<h1>{html.escape(self.title)}</h1>{subtitle}{''.join(self._parts)}</body></html>"
         )
 
+    def metric_panels(
+        self, rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, Sequence[str]]], first_color: int = 0
+    ) -> None:
+        """One line chart per ``(title, metric keys)`` over the rows' ``step`` (evaluations drawn with markers);
+        a panel whose keys were never logged is left out. A title ending in "(log)" gets a log y-axis."""
+        for title, keys in panels:
+            fig = go.Figure()
+            for offset, key in enumerate(keys):
+                steps, values = metric_series(rows, key)
+                if len(steps):
+                    mode = "lines+markers" if key.startswith("eval/") else "lines"
+                    line = {"color": color(first_color + offset)}
+                    fig.add_trace(go.Scatter(x=steps, y=values, name=key, mode=mode, line=line))
+            if fig.data:
+                log = title.endswith("(log)")
+                fig.update_layout(
+                    title=title, xaxis_title="env steps", yaxis_type="log" if log else "linear", height=360
+                )
+                self.figure(fig)
+
     def write(self, path: Path) -> None:
         path.write_text(self.render())
+
+
+def metric_series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of ``key`` in metrics rows, where it was logged (as float arrays)."""
+    points = [(row["step"], row[key]) for row in rows if row.get(key) is not None]
+    return np.array([p[0] for p in points], dtype=float), np.array([p[1] for p in points], dtype=float)

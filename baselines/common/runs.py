@@ -64,14 +64,43 @@ class RunFolder:
         self.path = path
 
     @classmethod
-    def create(cls, path: Path, config: Any, allow_existing: bool = False) -> RunFolder:
-        """Make ``path`` and write ``config.json``; refuse a folder that already holds a run."""
-        if (path / "summary.json").exists() and not allow_existing:
-            raise ConfigError(f"{path} already holds a finished run; choose another --out")
+    def create(cls, path: Path, config: Any, resume_step: int | None = None) -> RunFolder:
+        """Make ``path`` and write ``config.json``.
+
+        A new run (``resume_step`` None) refuses a folder that holds a run, finished or not. A resumed run
+        continues from its checkpoint at ``resume_step``: the metrics rows logged after that step describe work
+        that is about to be done again, so they are dropped (each step is then logged once, in order).
+        """
+        if resume_step is None:
+            cls.check_new(path)
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
+        if resume_step is not None:
+            folder.drop_metrics_after(resume_step)
         write_json(path / "config.json", config)
         return folder
+
+    @staticmethod
+    def check_new(path: Path) -> None:
+        """ConfigError when ``path`` already holds a run, finished or not (a new run must not mix into it)."""
+        if (path / "summary.json").exists():
+            raise ConfigError(f"{path} already holds a finished run; choose another --out")
+        if (path / "checkpoint.pt").exists():
+            raise ConfigError(
+                f"{path} holds an unfinished run; continue it with --resume {path} or choose another --out"
+            )
+
+    def drop_metrics_after(self, step: int) -> None:
+        """Keep only the ``metrics.jsonl`` rows up to ``step`` (atomically: a crash leaves the old file or the new)."""
+        if not self.metrics_path.exists():
+            return
+        lines = self.metrics_path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and _row_step(line) <= step]
+        if len(kept) == len(lines):
+            return
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.metrics_path)
 
     @property
     def config_path(self) -> Path:
@@ -98,6 +127,14 @@ class RunFolder:
             return []
         with self.metrics_path.open() as f:
             return [json.loads(line) for line in f if line.strip()]
+
+
+def _row_step(line: str) -> float:
+    """The step of one metrics row; a torn last line (a crash mid-write) counts as after every step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def _wandb_mode() -> str:

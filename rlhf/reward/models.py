@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
 from baselines.common.errors import ConfigError, check
@@ -162,14 +163,13 @@ class MLPEnsemble(RewardModel):
             self.biases.append(nn.Parameter(bias))
 
     def member_step_rewards(self, features: Tensor) -> Tensor:
-        batch_shape = features.shape[:-1]
-        flat = features.reshape(-1, features.shape[-1])
+        flat, batch_shape = pack([features], "* feature")
         # First layer: one input shared by all members, (M, F) x (E, F, H) -> (E, M, H), without copying it E times.
         hidden = torch.einsum("mf,efh->emh", flat, self.weights[0]) + self.biases[0]
         for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
             hidden = self._activate(hidden)
             hidden = torch.baddbmm(bias, hidden, weight)
-        return hidden.reshape(self.ensemble_size, *batch_shape)
+        return unpack(rearrange(hidden, "member step 1 -> member step"), batch_shape, "member *")[0]
 
     def segment_returns(self, features: Tensor) -> Tensor:
         _check_segments(features, self.config)
@@ -257,10 +257,10 @@ class TransformerRewardModel(RewardModel):
         return torch.stack(returns)
 
     def member_step_rewards(self, features: Tensor) -> Tensor:
-        batch_shape = features.shape[:-1]
-        single_steps = features.reshape(-1, 1, features.shape[-1])  # each step a one-step segment (position 0)
-        rewards = torch.stack([member(single_steps)[0] for member in self.transformers])  # (E, M, 1)
-        return rewards.reshape(self.ensemble_size, *batch_shape)
+        flat, batch_shape = pack([features], "* feature")
+        single_steps = rearrange(flat, "step feature -> step 1 feature")  # each step a one-step segment
+        rewards = torch.stack([member(single_steps)[0] for member in self.transformers])
+        return unpack(rearrange(rewards, "member step 1 -> member step"), batch_shape, "member *")[0]
 
     @torch.no_grad()
     def member_sequence_rewards(self, features: Tensor, episode_starts: Tensor, first_step: int = 0) -> Tensor:
@@ -286,7 +286,7 @@ class TransformerRewardModel(RewardModel):
             for index, member in enumerate(self.transformers):
                 window_rewards = member(windows)[0]
                 rewards[index, chunk] = window_rewards.gather(1, position[chunk, None]).squeeze(1)
-        return rewards.reshape(self.ensemble_size, steps - first_step, num_seqs)
+        return rearrange(rewards, "member (query seq) -> member query seq", seq=num_seqs)
 
 
 def build_reward_model(config: RewardModelConfig) -> RewardModel:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from baselines.common.errors import ConfigError, check
@@ -185,10 +186,10 @@ def _train(
     if is_val.all():  # a handful of labels that all fell on the validation side: train on them instead
         is_val[:] = False
     train_index, val_index = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    device = next(model.parameters()).device
-    features_a = torch.from_numpy(data.features_a).to(device)
-    features_b = torch.from_numpy(data.features_b).to(device)
-    targets = torch.from_numpy(data.targets).to(device)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    features_a = torch.from_numpy(data.features_a).to(device, dtype)
+    features_b = torch.from_numpy(data.features_b).to(device, dtype)
+    targets = torch.from_numpy(data.targets).to(device, dtype)
     train_targets = smooth_targets(targets, config.label_smoothing)
     # Bootstrap multiplicities: member e sees label i counts[e, i] times (multinomial, as resampling n of n).
     num_train, members = len(train_index), model.ensemble_size
@@ -197,7 +198,7 @@ def _train(
         counts = rng.multinomial(num_train, np.full(num_train, 1.0 / num_train), size=members)
     else:
         counts = np.ones((members, num_train))
-    weights = torch.as_tensor(counts, dtype=torch.float32, device=device)
+    weights = torch.as_tensor(counts, dtype=dtype, device=device)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
@@ -214,8 +215,7 @@ def _train(
             for start in range(0, num_train, config.batch_size):
                 mb_order = order[start : start + config.batch_size]
                 mb_index = torch.as_tensor(train_index[mb_order], device=device)
-                returns = model.segment_returns(torch.cat([features_a[mb_index], features_b[mb_index]]))
-                mb_returns_a, mb_returns_b = returns[:, : len(mb_index)], returns[:, len(mb_index) :]  # (E, B)
+                mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
                 losses = bradley_terry_loss(mb_returns_a, mb_returns_b, train_targets[mb_index], reduction="none")
                 # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
                 loss = (losses * weights[:, mb_order]).sum() / len(mb_index)
@@ -268,6 +268,13 @@ def evaluate_reward_model(model: RewardModel, data: PreferenceData) -> dict[str,
     return {"loss": loss, "accuracy": accuracy}
 
 
+def pair_returns(model: RewardModel, features_a: Tensor, features_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Each member's returns of both segments of each pair, ``(E, B)`` twice, from one forward pass."""
+    returns = model.segment_returns(torch.cat([features_a, features_b]))
+    returns_a, returns_b = rearrange(returns, "member (side pair) -> side member pair", side=2)
+    return returns_a, returns_b
+
+
 @torch.no_grad()
 def _evaluate(
     model: RewardModel,
@@ -285,8 +292,7 @@ def _evaluate(
     total_loss, correct, decided = 0.0, 0, 0
     for start in range(0, len(index), batch_size):
         mb_index = torch.as_tensor(index[start : start + batch_size], device=features_a.device)
-        returns = model.segment_returns(torch.cat([features_a[mb_index], features_b[mb_index]]))
-        mb_returns_a, mb_returns_b = returns[:, : len(mb_index)], returns[:, len(mb_index) :]
+        mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
         mb_targets = targets[mb_index]
         total_loss += bradley_terry_loss(mb_returns_a, mb_returns_b, mb_targets, reduction="none").mean(0).sum().item()
         margin = (mb_returns_a - mb_returns_b).mean(dim=0)

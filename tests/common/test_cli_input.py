@@ -28,15 +28,15 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"learning_rate": "abc"}, 'learning_rate in {path} must be a number, got "abc"'),
-        ({"batch_size": "16"}, 'batch_size in {path} must be an integer, got "16"'),
-        ({"batch_size": True}, "batch_size in {path} must be an integer, got true"),
-        ({"hidden_sizes": 64}, "hidden_sizes in {path} must be a list (an integer each), got 64"),
-        ({"hidden_sizes": [64, "a"]}, "hidden_sizes in {path} must be a list (an integer each)"),
-        ({"activation": "gelu"}, 'activation in {path} must be one of "tanh", "relu", got "gelu"'),
-        ({"normalize_obs": "yes"}, 'normalize_obs in {path} must be true or false, got "yes"'),
-        ({"max_kl": "0.1"}, "max_kl in {path} must be a number or null"),
-        ({"env": 5}, "env in {path} must be a string, got 5"),
+        ({"learning_rate": "abc"}, 'learning_rate in {path}: Input should be a valid number, got "abc"'),
+        ({"batch_size": "16"}, 'batch_size in {path}: Input should be a valid integer, got "16"'),
+        ({"batch_size": True}, "batch_size in {path}: Input should be a valid integer, got true"),
+        ({"hidden_sizes": 64}, "hidden_sizes in {path}: Input should be a valid array, got 64"),
+        ({"hidden_sizes": [64, "a"]}, "hidden_sizes[1] in {path}: Input should be a valid integer"),
+        ({"activation": "gelu"}, "activation in {path}: Input should be 'tanh' or 'relu', got \"gelu\""),
+        ({"normalize_obs": "yes"}, 'normalize_obs in {path}: Input should be a valid boolean, got "yes"'),
+        ({"max_kl": "0.1"}, "max_kl in {path}: Input should be a valid number"),
+        ({"env": 5}, "env in {path}: Input should be a valid string, got 5"),
     ],
 )
 def test_config_file_values_are_checked_against_the_field_types(

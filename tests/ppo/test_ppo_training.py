@@ -68,7 +68,7 @@ def test_cartpole_learns_with_fixed_seed(tmp_path: Path) -> None:
 def test_pendulum_improves_with_fixed_seed(tmp_path: Path) -> None:
     cfg = PPOConfig.defaults_for("Pendulum-v1", total_steps=40_960, eval_every=40_960, out=tmp_path / "p")
     initial = init_ppo(cfg)
-    initial_return = evaluate_policy(initial.policy(), "Pendulum-v1", 10, 10_000).mean()
+    initial_return = evaluate_policy(initial.policy(), "Pendulum-v1", 10, 0).mean()
     initial.envs.close()
     summary = train_ppo(cfg)
     assert summary["eval_return_mean"] > initial_return + 300.0
@@ -111,7 +111,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train_ppo(PPOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, out=out))
     changed = dataclasses.replace(PPOConfig.cli_default(None, None, str(out)), gamma=0.5, total_steps=1024)
-    with pytest.raises(ConfigError, match="differs from the saved run in gamma"):
+    with pytest.raises(ConfigError, match="drop --gamma"):
         train_ppo(changed)
 
 

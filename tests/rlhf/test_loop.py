@@ -138,6 +138,9 @@ def test_store_from_another_env_is_refused(tmp_path: Path) -> None:
     run_rlhf(dataclasses.replace(TINY, total_steps=1024, labels=4, out=out))
     (out / "summary.json").unlink()  # an unfinished CartPole run in this folder
     before = (out / "config.json").read_text()
+    with pytest.raises(ConfigError, match="holds an unfinished run; continue it with --resume"):
+        run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=out))
+    (out / "checkpoint.pt").unlink()  # only the store of CartPole segments is left
     with pytest.raises(ConfigError, match="holds CartPole-v1 segments, not Acrobot-v1"):
         run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=out))
     assert (out / "config.json").read_text() == before  # nothing rewritten
