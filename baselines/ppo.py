@@ -1,16 +1,12 @@
 """Proximal Policy Optimization (Schulman et al. 2017, https://arxiv.org/abs/1707.06347), top to bottom.
 
-Vector envs (sync or async), GAE, clipped surrogate, optional value clipping, entropy bonus, advantage
-normalization, gradient-norm clipping, constant / linear / KL-adaptive learning rate, KL early stop, discrete and
-continuous (diagonal Gaussian, clipped or tanh-squashed) actions, observation normalization and reward scaling.
-The config (``PPOConfig``, per-env defaults, validation) is in ``baselines/ppo_config.py``.
+Vector envs, GAE, clipped surrogate, optional value clipping, entropy bonus, advantage normalization, gradient-norm
+clipping, constant / linear / KL-adaptive learning rate, KL early stop, discrete and continuous (diagonal Gaussian,
+clipped or tanh-squashed) actions, observation normalization and reward scaling. Config: ``baselines/ppo_config.py``.
 
-The loss is ``ppo_loss`` (torch autograd); the ``--device cuda`` learner differentiates it. On the CPU the update
-uses ``minibatch_gradients``, a hand-written NumPy gradient of the same loss (tested against autograd's) on one
-flat parameter buffer (``baselines.common.flat_mlp``): several times faster at these network sizes.
-
-Seams for RLHF (``rlhf`` reuses this file, it does not copy it): ``reward_fn`` replaces the env reward of a
-rollout, and ``init_ppo`` / ``collect_rollout`` / ``ppo_update`` let a caller drive the loop itself.
+The loss is ``ppo_loss``; the ``--device cuda`` learner differentiates it with autograd. On the CPU the update uses
+its hand-written NumPy gradient (``baselines/ppo_gradient.py``, tested against autograd's), several times faster.
+``rlhf`` reuses it: ``reward_fn`` replaces a rollout's rewards; ``init_ppo``/``collect_rollout``/``ppo_update``.
 """
 
 from __future__ import annotations
@@ -70,29 +66,19 @@ class ActorCritic:
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             self.discrete = False
             self.action_dim = int(action_space.shape[0])
-            self.low = action_space.low.astype(np.float32)
-            self.high = action_space.high.astype(np.float32)
+            self.low, self.high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
             extras = [("log_std", self.action_dim, config.log_std_init)]
         else:
             raise ConfigError(f"PPO here handles Discrete or 1-D Box actions; {config.env} has {action_space}")
         self.squash = config.action_bounds == "squash"
-        hidden = tuple(config.hidden_sizes)
-        self.params = FlatParameters(
-            [
-                MLPSpec((self.obs_dim, *hidden, self.action_dim), config.activation, 0.01),
-                MLPSpec((self.obs_dim, *hidden, 1), config.activation, 1.0),
-            ],
-            generator,
-            device=config.device,
-            extras=extras,
-        )
+        actor = MLPSpec((self.obs_dim, *config.hidden_sizes, self.action_dim), config.activation, out_gain=0.01)
+        critic = MLPSpec((self.obs_dim, *config.hidden_sizes, 1), config.activation, out_gain=1.0)
+        self.params = FlatParameters([actor, critic], generator, device=config.device, extras=extras)
         self.actor, self.critic = self.params.mlps
         self.on_cpu = self.params.data.device.type == "cpu"
         self.cpu_data = self.params.data if self.on_cpu else torch.empty(self.params.data.shape)
         self.cpu_actor, self.cpu_critic = self.params.mlps if self.on_cpu else self.params.bind_copy(self.cpu_data)
-        # The log-std is the buffer's last entries (flat_mlp lays extras out after the MLPs).
-        self.cpu_log_std = None if self.discrete else self.cpu_data[-self.action_dim :].numpy()
-        self.refresh_cpu_copy()
+        self.cpu_log_std = None if self.discrete else self.cpu_data[-self.action_dim :].numpy()  # extras come last
 
     def refresh_cpu_copy(self) -> None:
         """Copy the parameters to the CPU copy that acts (once per rollout; nothing to do when they live there)."""
@@ -105,8 +91,7 @@ class ActorCritic:
         if self.discrete:
             if deterministic:
                 return out.argmax(axis=1)
-            z = np.exp(out - out.max(axis=1, keepdims=True))
-            cdf = np.cumsum(z, axis=1)
+            cdf = np.cumsum(np.exp(out - out.max(axis=1, keepdims=True)), axis=1)
             u = rng.random((out.shape[0], 1)) * cdf[:, -1:]
             return np.minimum((cdf < u).sum(axis=1), self.action_dim - 1)
         if deterministic:
@@ -126,12 +111,9 @@ class ActorCritic:
 # ------------------------------------------------------------------------------------------------ the rollout
 @dataclass
 class Rollout:
-    """One rollout of ``T = num_steps`` steps from ``N = num_envs`` sub-envs (time-major arrays).
-
-    ``obs[t]`` is what the policy saw at step t (raw, before normalization) and ``next_obs[t]`` the observation
-    that followed (the final observation when the episode ended at t). ``true_rewards`` are the env's rewards;
-    ``rewards`` are what PPO optimizes (the env's, or ``reward_fn``'s).
-    """
+    """``T = num_steps`` steps of ``N = num_envs`` sub-envs (time-major). ``obs[t]``: what the policy saw at step t
+    (raw; ``norm_obs`` normalized), ``next_obs[t]``: what followed (the final observation when the episode ended at
+    t). ``true_rewards``: the env's; ``rewards``: what PPO optimizes (the env's, or ``reward_fn``'s)."""
 
     obs: np.ndarray
     next_obs: np.ndarray
@@ -189,7 +171,6 @@ def init_ppo(config: PPOConfig) -> PPOState:
     # copy=False: collect_rollout copies each observation it keeps, once.
     envs = make_vec_env(config.env, config.num_envs, config.vectorization, copy=False)
     agent = ActorCritic(envs.single_observation_space, envs.single_action_space, config, generator)
-    obs = envs.reset(seed=config.seed)[0].copy()
     return PPOState(
         config=config,
         envs=envs,
@@ -199,7 +180,7 @@ def init_ppo(config: PPOConfig) -> PPOState:
         reward_scaler=RewardScaler(config.num_envs, config.gamma) if config.normalize_reward else None,
         rng=np.random.default_rng(config.seed),
         generator=generator,
-        next_obs=obs,
+        next_obs=envs.reset(seed=config.seed)[0].copy(),
         clip_range=config.clip_range,
         episode_return=np.zeros(config.num_envs),
         episode_length=np.zeros(config.num_envs, dtype=np.int64),
@@ -210,62 +191,45 @@ def collect_rollout(state: PPOState) -> Rollout:
     """Step the envs ``num_steps`` times with sampled actions (values and log-probs come batched in the update)."""
     cfg, agent, envs = state.config, state.agent, state.envs
     agent.refresh_cpu_copy()
-    steps, n = cfg.num_steps, cfg.num_envs
-    obs = np.empty((steps, n, *state.next_obs.shape[1:]), dtype=np.float32)
-    next_obs = np.empty_like(obs)
-    norm_obs = np.empty((steps, n, agent.obs_dim), dtype=np.float32)
-    norm_next_obs = np.empty_like(norm_obs)
-    actions = np.empty(
-        (steps, n) if agent.discrete else (steps, n, agent.action_dim), dtype=np.int64 if agent.discrete else np.float32
-    )
-    env_actions = np.empty_like(actions)
-    rewards = np.empty((steps, n), dtype=np.float32)
-    terminated = np.empty((steps, n), dtype=bool)
-    truncated = np.empty((steps, n), dtype=bool)
-    episode_returns: list[float] = []
-    episode_lengths: list[int] = []
+    shape = (cfg.num_steps, cfg.num_envs)
+    obs = np.empty((*shape, *state.next_obs.shape[1:]), np.float32)
+    norm_obs = np.empty((*shape, agent.obs_dim), np.float32)
+    actions = np.empty(shape, np.int64) if agent.discrete else np.empty((*shape, agent.action_dim), np.float32)
+    rewards = np.empty(shape, np.float32)  # the true rewards, and what PPO optimizes until a reward_fn replaces them
+    r = Rollout(obs=obs, next_obs=np.empty_like(obs), norm_obs=norm_obs, norm_next_obs=np.empty_like(norm_obs),
+                actions=actions, env_actions=np.empty_like(actions), true_rewards=rewards, rewards=rewards,
+                terminated=np.empty(shape, bool), truncated=np.empty(shape, bool))  # fmt: skip
     current = state.next_obs
     norm_current = state.normalize(current, update=True)
-    for t in range(steps):
+    for t in range(cfg.num_steps):
         action = agent.act(norm_current, state.rng)
         env_action = agent.to_env(action)
         following, reward, term, trunc, info = envs.step(env_action)
         following = following.copy()  # the env reuses its observation buffer (copy=False)
-        obs[t], actions[t], env_actions[t], norm_obs[t] = current, action, env_action, norm_current
-        rewards[t], terminated[t], truncated[t] = reward, term, trunc
-        next_obs[t] = following
+        r.obs[t], r.actions[t], r.env_actions[t], r.norm_obs[t] = current, action, env_action, norm_current
+        r.true_rewards[t], r.terminated[t], r.truncated[t], r.next_obs[t] = reward, term, trunc, following
         state.episode_return += reward
         state.episode_length += 1
-        done = term | trunc
         norm_current = state.normalize(following, update=True)
-        norm_next_obs[t] = norm_current
+        r.norm_next_obs[t] = norm_current
+        done = term | trunc
         if done.any():  # same-step autoreset: the real next observation of a finished episode is in info
-            next_obs[t][done] = np.stack(info["final_obs"][done])
-            norm_next_obs[t][done] = state.normalize(next_obs[t][done])
-            episode_returns.extend(state.episode_return[done].tolist())
-            episode_lengths.extend(state.episode_length[done].tolist())
+            r.next_obs[t][done] = np.stack(info["final_obs"][done])
+            r.norm_next_obs[t][done] = state.normalize(r.next_obs[t][done])
+            r.episode_returns.extend(state.episode_return[done].tolist())
+            r.episode_lengths.extend(state.episode_length[done].tolist())
             state.episode_return[done] = 0.0
             state.episode_length[done] = 0
         current = following
     state.next_obs = current
-    state.global_step += steps * n
-    return Rollout(
-        obs=obs,
-        next_obs=next_obs,
-        norm_obs=norm_obs,
-        norm_next_obs=norm_next_obs,
-        actions=actions,
-        env_actions=env_actions,
-        true_rewards=rewards,
-        terminated=terminated,
-        truncated=truncated,
-        rewards=rewards,
-        episode_returns=episode_returns,
-        episode_lengths=episode_lengths,
-    )
+    state.global_step += r.true_rewards.size
+    return r
 
 
 # --------------------------------------------------------------------------------------------------- the loss
+LOSS_STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")  # what ppo_loss reports, in order
+
+
 def ppo_loss(
     agent: ActorCritic,
     flat: torch.Tensor,
@@ -281,12 +245,9 @@ def ppo_loss(
     within the old value +- that (SB3's value clipping). Advantages are normalized over the minibatch (sample std)
     unless ``normalized`` says the caller did it.
 
-    Args:
-        minibatch: ``(obs, actions, logp_old, advantages, returns, values_old)``, row-aligned.
-
-    Returns:
-        The loss, and ``[policy_loss, value_loss, entropy, approx_kl, clip_fraction]`` (detached), where approx_kl
-        is the k3 estimator ``mean(r - 1 - log r)`` and clip_fraction the share of ``|r - 1| > eps``.
+    ``minibatch``: ``(obs, actions, logp_old, advantages, returns, values_old)``, row-aligned. Returns the loss and
+    the LOSS_STATS (detached): approx_kl is the k3 estimator ``mean(r - 1 - log r)``, clipfrac the share of
+    ``|r - 1| > eps``.
     """
     obs, actions, logp_old, advantages, returns, values_old = minibatch
     if cfg.normalize_advantage and len(advantages) > 1 and not normalized:
@@ -332,8 +293,7 @@ def _mlp_autograd(spec: MLPSpec, flat: torch.Tensor, offset: int, x: torch.Tenso
 def autograd_gradients(
     agent: ActorCritic, cfg: PPOConfig, clip_range: float, minibatch: Sequence[torch.Tensor], normalized: bool = False
 ) -> np.ndarray:
-    """Write autograd's d(ppo_loss)/d(params) into ``agent.params.grad`` (the ``--device cuda`` path); return the
-    loss stats."""
+    """The ``--device cuda`` path: autograd's d(ppo_loss)/d(params) into ``agent.params.grad``; returns the stats."""
     flat = agent.params.data.detach().requires_grad_()
     loss, stats = ppo_loss(agent, flat, cfg, clip_range, minibatch, normalized)
     agent.params.grad.copy_(torch.autograd.grad(loss, flat)[0])
@@ -345,8 +305,7 @@ def ppo_update(state: PPOState, rollout: Rollout, autograd: bool = False) -> dic
     """GAE on ``rollout.rewards``, then ``n_epochs`` of minibatch PPO steps; returns namespaced metrics.
 
     Each step's gradient is ``minibatch_gradients`` (NumPy) when the parameters live on the CPU, else autograd's
-    of ``ppo_loss`` (``autograd=True`` takes that path on the CPU too); then one clip of the global norm and one
-    FlatAdam step on the flat buffer.
+    of ``ppo_loss`` (``autograd=True`` takes that path on the CPU too); then a global-norm clip and an Adam step.
     """
     cfg, agent = state.config, state.agent
     use_autograd = autograd or not agent.on_cpu
@@ -365,28 +324,18 @@ def ppo_update(state: PPOState, rollout: Rollout, autograd: bool = False) -> dic
     )
     b_obs = rollout.norm_obs.reshape(batch, agent.obs_dim)
     b_actions = rollout.actions.reshape(batch, *rollout.actions.shape[2:])
-    b_out = agent.cpu_actor.forward(b_obs, cache=False)
-    b_logp_old = log_prob(b_out, b_actions, agent.cpu_log_std)[0]
+    b_logp_old = log_prob(agent.cpu_actor.forward(b_obs, cache=False), b_actions, agent.cpu_log_std)[0]
     b_advantages = advantages.reshape(-1).astype(np.float32)
     full_batch = cfg.batch_size >= batch  # one minibatch per epoch: order does not matter, skip the shuffle
     if full_batch and cfg.normalize_advantage and batch > 1:
         b_advantages = normalize_advantages(b_advantages)  # the same minibatch every epoch: normalize it once
-    columns: tuple[Any, ...] = (
-        b_obs,
-        b_actions,
-        b_logp_old,
-        b_advantages,
-        returns.reshape(-1).astype(np.float32),
-        values.reshape(-1).astype(np.float32),
-    )
-    gradients: Callable[..., np.ndarray] = minibatch_gradients
+    b_returns, b_values = returns.reshape(-1).astype(np.float32), values.reshape(-1).astype(np.float32)
+    columns: tuple[Any, ...] = (b_obs, b_actions, b_logp_old, b_advantages, b_returns, b_values)
+    gradients: Callable[..., np.ndarray] = autograd_gradients if use_autograd else minibatch_gradients
     if use_autograd:
         columns = tuple(torch.from_numpy(column).to(cfg.device) for column in columns)
-        gradients = autograd_gradients
 
-    sums = np.zeros(6)  # policy loss, value loss, entropy, approx kl, clip fraction, grad norm
-    count = 0
-    stopped_early = False
+    sums, count, stopped_early = np.zeros(len(LOSS_STATS) + 1), 0, False  # sums: the loss stats, the grad norm
     for _epoch in range(cfg.n_epochs):
         perm = None if full_batch else state.rng.permutation(batch)
         for start in range(0, batch, cfg.batch_size):
@@ -395,53 +344,24 @@ def ppo_update(state: PPOState, rollout: Rollout, autograd: bool = False) -> dic
                 idx = perm[start : start + cfg.batch_size]
                 minibatch = tuple(column[torch.from_numpy(idx) if use_autograd else idx] for column in columns)
             stats = gradients(agent, cfg, state.clip_range, minibatch, full_batch)
-            sums[:5] += stats
-            sums[5] += agent.params.clip_grad_norm(cfg.max_grad_norm)
+            sums[:-1] += stats
+            sums[-1] += agent.params.clip_grad_norm(cfg.max_grad_norm)
             state.optimizer.step()
             count += 1
-            if cfg.max_kl is not None and stats[3] > cfg.max_kl:
+            if cfg.max_kl is not None and stats[3] > cfg.max_kl:  # approx KL
                 stopped_early = True
                 break
         if stopped_early:
             break
-    means = (sums / count).tolist()
+    means = dict(zip((*LOSS_STATS, "grad_norm"), (sums / count).tolist(), strict=True))
     variance = float(np.var(returns))
     explained = float("nan") if variance == 0 else 1.0 - float(np.var(returns - values)) / variance
-    metrics = {
-        "losses/policy_loss": means[0],
-        "losses/value_loss": means[1],
-        "losses/entropy": means[2],
-        "losses/approx_kl": means[3],
-        "losses/clipfrac": means[4],
-        "losses/grad_norm": means[5],
-        "losses/explained_variance": explained,
-        "losses/early_stop": float(stopped_early),
-        "charts/learning_rate": state.optimizer.lr,
-        "charts/clip_range": state.clip_range,
-    }
+    metrics = {f"losses/{name}": mean for name, mean in means.items()}
+    metrics |= {"losses/explained_variance": explained, "losses/early_stop": float(stopped_early)}
+    metrics |= {"charts/learning_rate": state.optimizer.lr, "charts/clip_range": state.clip_range}
     state.update += 1
-    _schedule(state, approx_kl=means[3])
+    state.optimizer.lr, state.clip_range = cfg.schedule(state.global_step, state.optimizer.lr, means["approx_kl"])
     return metrics
-
-
-def adapt_learning_rate(lr: float, approx_kl: float, target_kl: float, initial_lr: float) -> float:
-    """KL-adaptive rate: divide by 1.5 when KL > 2 target, multiply by 1.5 when KL < target / 2 (bounded)."""
-    if approx_kl > 2.0 * target_kl:
-        lr /= 1.5
-    elif approx_kl < 0.5 * target_kl:
-        lr *= 1.5
-    return float(min(max(lr, initial_lr / 100.0), initial_lr * 10.0))
-
-
-def _schedule(state: PPOState, approx_kl: float) -> None:
-    """Learning rate and clip range for the next update (linear schedules follow SB3's progress_remaining)."""
-    cfg = state.config
-    remaining = max(0.0, 1.0 - state.global_step / cfg.total_steps)
-    if cfg.lr_schedule == "linear":
-        state.optimizer.lr = cfg.learning_rate * remaining
-    elif cfg.lr_schedule == "adaptive":
-        state.optimizer.lr = adapt_learning_rate(state.optimizer.lr, approx_kl, cfg.target_kl, cfg.learning_rate)
-    state.clip_range = cfg.clip_range * remaining if cfg.clip_schedule == "linear" else cfg.clip_range
 
 
 # ----------------------------------------------------------------------------------------- checkpoints, train
@@ -479,9 +399,7 @@ def load_state(state: PPOState, checkpoint: dict[str, Any]) -> None:
 
 
 def train_ppo(
-    config: PPOConfig,
-    reward_fn: RewardFn | None = None,
-    on_eval: Callable[[int, float], None] | None = None,
+    config: PPOConfig, reward_fn: RewardFn | None = None, on_eval: Callable[[int, float], None] | None = None
 ) -> dict[str, Any]:
     """Train, evaluate, checkpoint and report into the run folder; return summary.json's content.
 
@@ -490,11 +408,8 @@ def train_ppo(
         on_eval: called with ``(env_steps, eval_return_mean)`` after each evaluation (a tuner may raise there).
     """
     resuming = config.resume is not None
-    cfg = (
-        resolve_resume(config)
-        if resuming
-        else dataclasses.replace(config, out=config.out or default_run_dir("ppo", config.env))
-    )
+    new_out = config.out or default_run_dir("ppo", config.env)
+    cfg = resolve_resume(config) if resuming else dataclasses.replace(config, out=new_out)
     cfg.validate()
     assert cfg.out is not None
     checkpoint = load_checkpoint(cfg.out / "checkpoint.pt") if resuming else None
@@ -502,27 +417,20 @@ def train_ppo(
     if checkpoint is not None:
         load_state(state, checkpoint)
     folder = RunFolder.create(cfg.out, cfg, resume_step=state.global_step if resuming else None)
-    start_time = time.perf_counter()
-    start_step = state.global_step
-    next_eval, next_checkpoint = (
-        next_due(state.global_step, cfg.eval_every),
-        next_due(state.global_step, cfg.checkpoint_every),
-    )
+    start_time, start_step = time.perf_counter(), state.global_step
+    next_eval = next_due(state.global_step, cfg.eval_every)
+    next_checkpoint = next_due(state.global_step, cfg.checkpoint_every)
     eval_returns = np.zeros(0)
     recent_returns: list[float] = []
     try:
-        with (
-            MetricsLogger(folder, cfg, cfg.track) as logger,
-            progress_bar(cfg.total_steps, f"ppo {cfg.env}") as bar,
-        ):
+        with MetricsLogger(folder, cfg, cfg.track) as logger, progress_bar(cfg.total_steps, f"ppo {cfg.env}") as bar:
             bar.update(state.global_step)
             while state.global_step < cfg.total_steps:
                 rollout = collect_rollout(state)
                 if reward_fn is not None:
                     rollout.rewards = reward_fn(rollout).astype(np.float32)
                 metrics = ppo_update(state, rollout)
-                elapsed = time.perf_counter() - start_time
-                metrics["charts/SPS"] = (state.global_step - start_step) / max(elapsed, 1e-9)
+                metrics["charts/SPS"] = (state.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
                 if rollout.episode_returns:
                     recent_returns = (recent_returns + rollout.episode_returns)[-20:]
                     metrics["charts/episodic_return"] = float(np.mean(rollout.episode_returns))

@@ -189,9 +189,15 @@ class PPOConfig:
     def rollout_steps(self) -> int:
         return self.num_envs * self.num_steps
 
-    @property
-    def num_updates(self) -> int:
-        return max(1, self.total_steps // self.rollout_steps)
+    def schedule(self, global_step: int, lr: float, approx_kl: float) -> tuple[float, float]:
+        """Learning rate and clip range for the update after ``global_step`` env steps, given the current rate and
+        the last update's approx KL (linear schedules follow SB3's progress_remaining)."""
+        remaining = max(0.0, 1.0 - global_step / self.total_steps)
+        if self.lr_schedule == "linear":
+            lr = self.learning_rate * remaining
+        elif self.lr_schedule == "adaptive":
+            lr = adapt_learning_rate(lr, approx_kl, self.target_kl, self.learning_rate)
+        return lr, self.clip_range * remaining if self.clip_schedule == "linear" else self.clip_range
 
     def validate(self) -> None:
         check_env_id(self.env)
@@ -226,3 +232,12 @@ class PPOConfig:
             import torch  # here, not at the top: the config (and --help) loads without torch
 
             check(torch.cuda.is_available(), "--device cuda was asked for but torch sees no CUDA device")
+
+
+def adapt_learning_rate(lr: float, approx_kl: float, target_kl: float, initial_lr: float) -> float:
+    """KL-adaptive rate: divide by 1.5 when KL > 2 target, multiply by 1.5 when KL < target / 2 (bounded)."""
+    if approx_kl > 2.0 * target_kl:
+        lr /= 1.5
+    elif approx_kl < 0.5 * target_kl:
+        lr *= 1.5
+    return float(min(max(lr, initial_lr / 100.0), initial_lr * 10.0))

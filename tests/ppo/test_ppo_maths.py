@@ -8,7 +8,7 @@ import torch
 
 from baselines.common.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
 from baselines.common.returns import gae
-from baselines.ppo import adapt_learning_rate
+from baselines.ppo_config import adapt_learning_rate
 from baselines.ppo_gradient import clipped_surrogate
 
 
