@@ -33,9 +33,10 @@ from feedback_ui.server import (
     start_server_in_background,
 )
 from rlhf.demo import DemoConfig, run_demo
+from rlhf.export import ExportConfig, run_export
 from rlhf.loop import RLHFConfig, run_rlhf
-from rlhf.offline import ExportConfig, TrainRewardConfig, run_export, run_train_reward
 from rlhf.store import PreferenceStore
+from rlhf.train_reward import TrainRewardConfig, run_train_reward
 
 
 def run_loop(config: RLHFConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from feedback_ui.server import ServerHandle, start_server_in_background
-from rlhf.store import PreferenceStore
+from rlhf.store import LoopStatus, PreferenceStore
 from tests.feedback_ui.conftest import queue_pairs
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,7 +24,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backgro
 @pytest.fixture
 def server(workspace: Path, store: PreferenceStore) -> Iterator[ServerHandle]:
     queue_pairs(store, 8)
-    store.set_status({"round": 1, "reward/val_accuracy": 0.8})
+    store.record_loop_status(LoopStatus(1, 10, 100, 2048, 50_000, reward_val_accuracy=0.8))
     with start_server_in_background(workspace, port=0) as handle:
         yield handle
 
@@ -127,4 +127,8 @@ def test_admin_page(server: ServerHandle, page: Page) -> None:
     page.wait_for_selector("#new-labeler code")
     assert (page.text_content("#new-labeler code") or "").startswith(f"{server.url}/?token=")
     page.wait_for_function("document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
+    # The loop's status from the store: its latest accuracy on a card, its history on the curve (x: labels).
+    assert "80%" in (page.text_content("#cards") or "")
+    curve = page.evaluate("(() => { const t = document.getElementById('curves').data[0]; return [t.x, t.y]; })()")
+    assert curve == [[10], [0.8]]
     assert "carol" in (page.text_content("#labelers") or "")
