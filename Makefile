@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test lint typecheck pytest demo classic-demo bench clean
+.PHONY: setup test test-fast lint typecheck pytest demo classic-demo bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ pytest: setup
 	WANDB_MODE=disabled $(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The inner loop: everything but the learning checks and multi-second end-to-end runs (tests marked `slow`).
+test-fast: lint typecheck
+	WANDB_MODE=disabled $(BIN)/pytest -q -m "not slow"
 
 demo: setup
 	rm -rf $(DEMO_OUT)  # a fresh demo each time; `rlhf demo --resume` continues an interrupted one

@@ -1,10 +1,5 @@
 """Classic RL baselines: bandits, tabular methods, DQN and PPO.
 
-Importing this package registers ``GridWorld-v0`` and ``KArmedBandit-v0`` with gymnasium.
+Importing this package does nothing else: ``baselines.common.envs.register_envs()`` registers ``GridWorld-v0`` and
+``KArmedBandit-v0`` with gymnasium (``import baselines.tabular`` and ``import baselines.bandits`` call it).
 """
-
-from baselines.bandits.env import register_bandit
-from baselines.tabular.gridworld import register_gridworld
-
-register_bandit()
-register_gridworld()

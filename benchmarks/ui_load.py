@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from feedback_ui.demo import add_random_queries, build_workspace
 from feedback_ui.server import start_server_in_background
+from rlhf.sample_workspace import add_random_queries, build_workspace
 
 P95_TARGET_MS = 50.0
 RATE_TARGET = 500.0

@@ -86,14 +86,22 @@ class UndoPublic(BaseModel):
     pair: PairPublic | None
 
 
-class LoopStatus(BaseModel):
-    """What the RLHF loop last reported (None where not known yet)."""
+class LoopStatusPublic(BaseModel):
+    """What the RLHF loop last reported (:class:`rlhf.store.LoopStatus`; None where not known yet)."""
 
-    round: int | None = None
-    labels: int | None = None
-    reward_model_accuracy: float | None = None
-    policy_true_return: float | None = None
-    updated: dict[str, Any] = Field(default_factory=dict, description="all status values, as the loop wrote them")
+    model_config = ConfigDict(from_attributes=True)
+
+    round: int | None = Field(default=None, description="label rounds done")
+    labels_used: int | None = Field(default=None, description="labels the reward model is trained on")
+    label_budget: int | None = Field(default=None, description="labels the run asks for in all")
+    env_steps: int | None = Field(default=None, description="env steps of the policy so far")
+    total_steps: int | None = Field(default=None, description="env steps the run takes in all")
+    reward_val_accuracy: float | None = Field(default=None, description="held-out accuracy of the reward model")
+    reward_return_correlation: float | None = Field(
+        default=None, description="correlation of predicted and true segment returns"
+    )
+    policy_true_return: float | None = Field(default=None, description="latest evaluation return, env reward")
+    updated_at: float | None = Field(default=None, description="Unix seconds of the loop's latest report")
 
 
 class ProgressPublic(BaseModel):
@@ -103,7 +111,7 @@ class ProgressPublic(BaseModel):
     labels_done: int
     queue_size: int
     task: str
-    loop: LoopStatus
+    loop: LoopStatusPublic
 
 
 class LabelerCreate(Strict):
@@ -163,7 +171,7 @@ class AdminStatsPublic(BaseModel):
     labelers: list[LabelerStats]
     agreement: AgreementPublic
     store: dict[str, Any]
-    loop: LoopStatus
+    loop: LoopStatusPublic
     reward_accuracy: list[CurvePoint] = Field(description="reward-model validation accuracy per round")
     policy_true_return: list[CurvePoint] = Field(description="evaluation return on the env reward")
     labels_per_pair: int

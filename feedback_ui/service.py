@@ -12,8 +12,6 @@ other processes (the loop, a second server) still meet at SQLite's own lock.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 import statistics
 import tempfile
@@ -33,7 +31,7 @@ from feedback_ui.schemas import (
     CurvePoint,
     LabelerStats,
     LabelPublic,
-    LoopStatus,
+    LoopStatusPublic,
     PairPublic,
     PairwiseAgreementPublic,
     ProgressPublic,
@@ -41,15 +39,18 @@ from feedback_ui.schemas import (
 )
 from feedback_ui.settings import DEFAULT_TASKS, GENERIC_TASK, Settings
 from feedback_ui.writer import StoreWriter
-from rlhf.datasets import ExportFormat, export_preferences
 from rlhf.store import (
     AlreadyLabeledError,
+    ExportFormat,
     Label,
     Labeler,
+    LoopStatus,
     PreferenceStore,
     Query,
     StoreError,
     UnknownQueryError,
+    export_preferences,
+    hash_token,
 )
 
 TASK_META_KEY = "ui.task_description"
@@ -70,10 +71,6 @@ class _SegmentInfo:
     clip_name: str | None
     real_steps: int
     length: int
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def side_for_choice(query: Query, choice: str) -> Side:
@@ -342,25 +339,10 @@ class LabelingService:
 
     # ----------------------------------------------------------------------------------------- progress
 
-    def loop_status(self) -> LoopStatus:
-        status = self.store.get_status()
-
-        def number(*keys: str) -> float | None:
-            for key in keys:
-                value = status.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    return float(value)
-            return None
-
-        round_ = number("round")
-        labels = number("labels")
-        return LoopStatus(
-            round=None if round_ is None else int(round_),
-            labels=None if labels is None else int(labels),
-            reward_model_accuracy=number("reward_model_accuracy", "reward/val_accuracy"),
-            policy_true_return=number("policy_true_return", "eval/return_mean"),
-            updated=status,
-        )
+    @staticmethod
+    def _loop_public(status: LoopStatus | None) -> LoopStatusPublic:
+        """What the RLHF loop last reported to the store (all None before its first report)."""
+        return LoopStatusPublic() if status is None else LoopStatusPublic.model_validate(status)
 
     def progress(self, labeler: Labeler) -> ProgressPublic:
         """The labeler's counts and the loop's status, at most ``PROGRESS_TTL_S`` old.
@@ -377,7 +359,7 @@ class LabelingService:
             labels_done=self.store.label_counts().get(labeler.name, 0),
             queue_size=self.store.queue_size(labeler.id),
             task=self.task,
-            loop=self.loop_status(),
+            loop=self._loop_public(self.store.loop_status()),
         )
         self._progress[labeler.id] = (now, progress)
         return progress
@@ -410,7 +392,8 @@ class LabelingService:
             )
         stats = agreement((label.query_id, label.labeler, label.choice) for label in effective)
         store_stats = self.store.stats()
-        accuracy, returns = self._curves()
+        status = self.store.loop_status()
+        accuracy, returns = self._curves(status)
         return AdminStatsPublic(
             labelers=rows,
             agreement=AgreementPublic(
@@ -438,38 +421,27 @@ class LabelingService:
                 "choices": store_stats.choices,
                 "mean_seconds_taken": store_stats.mean_seconds_taken,
             },
-            loop=self.loop_status(),
+            loop=self._loop_public(status),
             reward_accuracy=accuracy,
             policy_true_return=returns,
             labels_per_pair=self.labels_per_pair,
             task=self.task,
         )
 
-    def _curves(self) -> tuple[list[CurvePoint], list[CurvePoint]]:
-        """Reward-model accuracy and policy return over the run, from the workspace's metrics.jsonl."""
-        accuracy: list[CurvePoint] = []
-        returns: list[CurvePoint] = []
-        workspace = self.settings.workspace
-        path = workspace / "metrics.jsonl" if workspace is not None else None
-        if path is None or not path.is_file():
-            return accuracy, returns
-        with path.open() as lines:
-            for line in lines:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line being written right now
-                labels = row.get("labels/total")
-                for key, curve in (("reward/val_accuracy", accuracy), ("eval/return_mean", returns)):
-                    value = row.get(key)
-                    if isinstance(value, int | float):
-                        curve.append(
-                            CurvePoint(
-                                step=int(row.get("step", 0)),
-                                labels=int(labels) if isinstance(labels, int | float) else None,
-                                value=float(value),
-                            )
-                        )
+    @staticmethod
+    def _curves(status: LoopStatus | None) -> tuple[list[CurvePoint], list[CurvePoint]]:
+        """Reward-model accuracy and policy return over the run, from the loop status's history."""
+        history = status.history if status is not None else ()
+        accuracy = [
+            CurvePoint(step=point.env_steps, labels=point.labels_used, value=point.reward_val_accuracy)
+            for point in history
+            if point.reward_val_accuracy is not None
+        ]
+        returns = [
+            CurvePoint(step=point.env_steps, labels=point.labels_used, value=point.policy_true_return)
+            for point in history
+            if point.policy_true_return is not None
+        ]
         return accuracy, returns
 
     # ----------------------------------------------------------------------------------------- export

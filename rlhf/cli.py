@@ -1,5 +1,8 @@
 """The `rlhf` command: one entry point, one subcommand per job, config dataclasses turned into flags by tyro.
 
+Subcommands are imported when they run: `rlhf bandit --help` loads numpy and tyro, not torch, fastapi or
+transformers. The top-level ``rlhf --help`` lists the table below and imports no subcommand.
+
 Configs with per-env defaults (``cli_default``) are built in two passes: ``--env``, ``--config FILE`` and
 ``--resume DIR`` pick the defaults (rl-zoo style tables, a tuner's best config, a run to continue), then every
 other flag overrides them. ``--help`` shows the defaults of the env given.
@@ -7,41 +10,34 @@ other flag overrides them. ``--help`` shows the defaults of the env given.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import tyro
-
-from baselines.bandits.experiment import BanditConfig, run_bandit
 from baselines.common.config import find_flag
 from baselines.common.errors import ConfigError, check_seed
-from baselines.dqn import DQNConfig, train_dqn
-from baselines.ppo import PPOConfig, train_ppo
-from baselines.tabular.experiment import TabularConfig, run_tabular
-from baselines.tune import TuneConfig, run_tune
-from feedback_ui.server import (
-    LabelersAddConfig,
-    ServeConfig,
-    ServerHandle,
-    labeler_url,
-    run_labelers_add,
-    run_serve,
-    start_server_in_background,
-)
-from rlhf.demo import DemoConfig, run_demo
-from rlhf.loop import RLHFConfig, run_rlhf
-from rlhf.offline import ExportConfig, TrainRewardConfig, run_export, run_train_reward
-from rlhf.store import PreferenceStore
+
+if TYPE_CHECKING:
+    from feedback_ui.server import ServerHandle
+    from rlhf.loop import RLHFConfig
+
+Runner = Callable[[Any], dict[str, Any]]
 
 
 def run_loop(config: RLHFConfig) -> dict[str, Any]:
     """`rlhf run`; with --teacher human the labeling service runs alongside the loop, stopped at the end."""
+    from rlhf.loop import run_rlhf
+
     if not config.human:
         return run_rlhf(config)
+    from feedback_ui.server import labeler_url, start_server_in_background
+    from rlhf.store import PreferenceStore
+
     handle: ServerHandle | None = None
 
     def start_service(workspace: Path) -> None:
@@ -65,23 +61,99 @@ def run_loop(config: RLHFConfig) -> dict[str, Any]:
             handle.stop()
 
 
-# Subcommand -> (config class, runner). A runner validates, writes the run folder and returns summary.json.
-COMMANDS: dict[str, tuple[type[Any], Callable[[Any], dict[str, Any]]]] = {
-    "bandit": (BanditConfig, run_bandit),
-    "tabular": (TabularConfig, run_tabular),
-    "run": (RLHFConfig, run_loop),
-    "export": (ExportConfig, run_export),
-    "train-reward": (TrainRewardConfig, run_train_reward),
-    "demo": (DemoConfig, run_demo),
-    "serve": (ServeConfig, run_serve),
-    "labelers-add": (LabelersAddConfig, run_labelers_add),
-    "ppo": (PPOConfig, train_ppo),
-    "dqn": (DQNConfig, train_dqn),
-    "tune": (TuneConfig, run_tune),
+class Command(NamedTuple):
+    """Where a subcommand lives; its module is imported only when that subcommand runs."""
+
+    module: str
+    config: str
+    """Name of the config dataclass in ``module``: tyro turns its fields into the subcommand's flags."""
+    runner: str | Runner
+    """Name of the runner in ``module`` (or a function of this file): it validates the config, writes the run
+    folder and returns summary.json."""
+    summary: str
+    """One line for ``rlhf --help``: the first sentence of the config's docstring (a test keeps them equal)."""
+
+
+COMMANDS: dict[str, Command] = {
+    "bandit": Command(
+        "baselines.bandits.experiment",
+        "BanditConfig",
+        "run_bandit",
+        "Run bandit agents on a k-armed testbed (Sutton & Barto chapter 2).",
+    ),
+    "tabular": Command(
+        "baselines.tabular.experiment",
+        "TabularConfig",
+        "run_tabular",
+        "Dynamic programming and TD control on discrete envs (Sutton & Barto chapters 4 and 6).",
+    ),
+    "run": Command(
+        "rlhf.loop",
+        "RLHFConfig",
+        run_loop,
+        "Reinforcement learning from preferences: PPO on a reward model trained from labeled segment pairs.",
+    ),
+    "export": Command(
+        "rlhf.export",
+        "ExportConfig",
+        "run_export",
+        "Export the labeled pairs of a preference store as a Hugging Face dataset (save_to_disk) or JSONL.",
+    ),
+    "train-reward": Command(
+        "rlhf.train_reward",
+        "TrainRewardConfig",
+        "run_train_reward",
+        "Train a reward model from exported preferences alone; with --ppo-steps, then train PPO on it.",
+    ),
+    "demo": Command(
+        "rlhf.demo",
+        "DemoConfig",
+        "run_demo",
+        "Reference PPO, then RLHF with labels given through the labeling service, then one comparison report.",
+    ),
+    "serve": Command(
+        "feedback_ui.server",
+        "ServeConfig",
+        "run_serve",
+        "Serve the labeling page and JSON API for a workspace (the run folder of `rlhf run`).",
+    ),
+    "labelers-add": Command(
+        "feedback_ui.server",
+        "LabelersAddConfig",
+        "run_labelers_add",
+        "Add a labeler to a workspace and print their personal labeling URL (the token is shown once).",
+    ),
+    "ppo": Command("baselines.ppo", "PPOConfig", "train_ppo", "PPO on a gymnasium env."),
+    "dqn": Command("baselines.dqn", "DQNConfig", "train_dqn", "Train DQN on a discrete-action env."),
+    "tune": Command(
+        "baselines.tune",
+        "TuneConfig",
+        "run_tune",
+        "Search an algorithm's hyperparameters with Optuna; resumable; writes a report and the best config.",
+    ),
 }
 
 RESUMABLE = ("ppo", "run", "dqn", "demo")
 DESCRIPTION = "rlhf-pipeline: classic RL baselines to reinforcement learning from human feedback."
+
+
+def load(name: str) -> tuple[type[Any], Runner]:
+    """Import subcommand ``name``'s module: its config class and its runner."""
+    command = COMMANDS[name]
+    module = importlib.import_module(command.module)
+    runner = getattr(module, command.runner) if isinstance(command.runner, str) else command.runner
+    return getattr(module, command.config), runner
+
+
+def _top_level(args: list[str]) -> None:
+    """``rlhf``, ``rlhf --help`` or an unknown subcommand: argparse prints the listing or the error and exits."""
+    parser = argparse.ArgumentParser(
+        prog="rlhf", description=DESCRIPTION, epilog="`rlhf COMMAND --help` lists a command's flags."
+    )
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        commands.add_parser(name, help=command.summary, add_help=False)
+    parser.parse_args(args)
 
 
 def _headline(summary: dict[str, Any]) -> str:
@@ -107,13 +179,13 @@ def _headline(summary: dict[str, Any]) -> str:
 def parse(argv: Sequence[str]) -> tuple[str, Any]:
     """``(subcommand, config)`` from the command line; ConfigError for bad --env/--config/--resume values."""
     args = list(argv)
-    if not args or args[0] not in COMMANDS:  # top-level help, or tyro's own error for an unknown subcommand
-        tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, (cls, _) in COMMANDS.items()}, args=args, prog="rlhf", description=DESCRIPTION
-        )
-        raise SystemExit(2)
+    if not args or args[0] not in COMMANDS:
+        _top_level(args)
+        raise SystemExit(2)  # argparse exits first: a listing for --help, an error otherwise
+    import tyro  # not needed by the top-level listing
+
     name, rest = args[0], args[1:]
-    cls = COMMANDS[name][0]
+    cls = load(name)[0]
     default = None
     if hasattr(cls, "cli_default") and not ({"-h", "--help"} & set(rest) and find_flag(rest, "--env") is None):
         default = cls.cli_default(find_flag(rest, "--env"), find_flag(rest, "--config"), find_flag(rest, "--resume"))
@@ -131,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[0] if args else "rlhf"
     try:
         command, config = parse(args)
-        summary = COMMANDS[command][1](config)
+        summary = load(command)[1](config)
     except ConfigError as error:
         print(f"rlhf {command}: error: {error}", file=sys.stderr)
         return 2

@@ -43,8 +43,16 @@ from rlhf.reward import (
     save_reward_model,
     train_reward_model,
 )
-from rlhf.segments import Segment, SegmentCutter, SegmentPool, absorbing_features, action_feature_dim, segment_features
-from rlhf.store import PreferenceStore, describe_action_space
+from rlhf.segments import (
+    Segment,
+    SegmentCutter,
+    SegmentPool,
+    absorbing_features,
+    action_feature_dim,
+    describe_action_space,
+    segment_features,
+)
+from rlhf.store import LoopStatus, PreferenceStore
 from rlhf.teachers import SimulatedTeacher, make_teacher
 
 TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal", "human"]
@@ -329,7 +337,9 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                         cfg, store, teacher, labeler_id, model, pool, wanted, rng, loop, action_space
                     )
                     loop.round = due
-                    store.set_status({"round": loop.round, "labels": loop.labels_used})
+                    store.record_loop_status(
+                        LoopStatus(loop.round, loop.labels_used, cfg.labels, state.global_step, cfg.total_steps)
+                    )
                 retrain = wanted > 0
                 if cfg.human:
                     retrain = _wait_for_human_labels(cfg, store, loop, schedule[0])
@@ -345,7 +355,6 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                         )
                         loop.history.append({"step": state.global_step, "round": loop.round, **metrics})
                         save_reward_model(model, out / "reward_model")
-                    store.set_status({"round": loop.round, "labels": loop.labels_used, **metrics})
                 rollout.rewards = reward_fn(rollout)
                 metrics |= ppo_update(state, rollout)
                 metrics["labels/total"] = loop.labels_used
@@ -358,8 +367,18 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     metrics["eval/return_mean"] = float(eval_returns.mean())
                     metrics["eval/return_std"] = float(eval_returns.std())
                     next_eval += cfg.eval_every
-                    store.set_status({"round": loop.round, "labels": loop.labels_used,
-                                      "policy_true_return": metrics["eval/return_mean"]})  # fmt: skip
+                store.record_loop_status(
+                    LoopStatus(
+                        loop.round,
+                        loop.labels_used,
+                        cfg.labels,
+                        state.global_step,
+                        cfg.total_steps,
+                        reward_val_accuracy=metrics.get("reward/val_accuracy"),
+                        reward_return_correlation=metrics.get("reward/return_correlation"),
+                        policy_true_return=metrics.get("eval/return_mean"),
+                    )
+                )
                 logger.log(metrics, step=state.global_step)
                 metrics_last = metrics
                 _save(out, state, learned_reward, loop)

@@ -6,6 +6,9 @@ flag set, and zero true reward. Variable-horizon envs (CartPole, Acrobot, Mounta
 comparisons (surviving longer is visibly better) instead of ties or refusals, and the reward model learns one
 constant reward for the absorbing state, which the learned-reward env wrapper subtracts so that ending an episode
 means the same for the policy as it does in the segments.
+
+The :class:`Segment` record itself belongs to the preference store (:mod:`rlhf.store.records`), which keeps
+segments without knowing about envs; it is re-exported here.
 """
 
 from __future__ import annotations
@@ -13,56 +16,43 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from baselines.common.errors import ConfigError
+from rlhf.store import Segment
 
-
-@dataclass(frozen=True, eq=False)
-class Segment:
-    """A fixed-length window of one trajectory.
-
-    Attributes:
-        id: stable identifier (hex), used by the store and for clip file names.
-        obs: ``(L, *obs_shape)`` observations (zeros on padded steps).
-        actions: ``(L,)`` ints for Discrete action spaces, ``(L, action_dim)`` floats for Box (zeros when padded).
-        true_rewards: ``(L,)`` env rewards (zero on padded steps). Never shown to reward models or labelers.
-        mask: ``(L,)`` True for real steps, False for padded (absorbing) steps.
-        frames: optional ``(L_real, H, W, 3)`` uint8 frames of the real steps, for rendering clips.
-    """
-
-    id: str
-    obs: np.ndarray
-    actions: np.ndarray
-    true_rewards: np.ndarray
-    mask: np.ndarray
-    frames: np.ndarray | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        length = len(self.mask)
-        if not (len(self.obs) == len(self.actions) == len(self.true_rewards) == length):
-            raise ValueError("segment arrays must share their first dimension")
-        if length == 0 or not self.mask[0]:
-            raise ValueError("a segment starts with at least one real step")
-
-    @property
-    def length(self) -> int:
-        return len(self.mask)
-
-    @property
-    def true_return(self) -> float:
-        return float(self.true_rewards.sum())
-
-    @property
-    def real_steps(self) -> int:
-        return int(self.mask.sum())
+__all__ = [
+    "Segment",
+    "SegmentCutter",
+    "SegmentPool",
+    "absorbing_features",
+    "action_feature_dim",
+    "describe_action_space",
+    "new_segment_id",
+    "segment_features",
+    "step_features",
+]
 
 
 def new_segment_id() -> str:
     return uuid.uuid4().hex
+
+
+def describe_action_space(space: gym.Space[Any]) -> dict[str, Any]:
+    """A JSON description of a Discrete or Box action space, for :meth:`rlhf.store.PreferenceStore.bind_env`."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "shape": [int(d) for d in space.shape],
+            "low": np.asarray(space.low).tolist(),
+            "high": np.asarray(space.high).tolist(),
+        }
+    raise ConfigError(f"the preference store records Discrete or Box action spaces, not {space}")
 
 
 def action_feature_dim(action_space: gym.Space[object]) -> int:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 
 from baselines.common.errors import ConfigError
-from rlhf.segments import Segment
+from rlhf.store import Choice, Segment
 
-Choice = Literal["a", "b", "tie", "skip"]
 TEACHERS = ("oracle", "noisy", "myopic", "mistake", "skip", "equal")
 
 

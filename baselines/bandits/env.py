@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from baselines.bandits.testbeds import BanditTestbed
+from baselines.common.envs import register_envs
 
 
 class BanditEnv(gym.Env[np.int64, np.int64]):
@@ -59,7 +60,4 @@ class BanditEnv(gym.Env[np.int64, np.int64]):
         return np.int64(0), reward, False, self._steps >= self.max_steps, info
 
 
-def register_bandit() -> None:
-    """Register ``KArmedBandit-v0`` with gymnasium (idempotent)."""
-    if "KArmedBandit-v0" not in gym.registry:
-        gym.register(id="KArmedBandit-v0", entry_point="baselines.bandits.env:BanditEnv")
+register_envs()  # importing the env's module makes gym.make("KArmedBandit-v0") work

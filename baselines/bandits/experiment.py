@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import plotly.graph_objects as go
 import tyro
 
 from baselines.bandits.spec import AgentSpec, parse_agent_spec
@@ -269,6 +268,8 @@ def parameter_study(
 
 
 def write_report(folder: RunFolder, cfg: BanditConfig, results: list[AgentResult], summary: dict[str, Any]) -> None:
+    import plotly.graph_objects as go  # here, not at the top: `rlhf bandit --help` does not load plotly
+
     title = f"Bandits: figure {cfg.figure}" if cfg.figure else "Bandits"
     report = Report(
         title,

@@ -11,11 +11,23 @@ import numpy as np
 
 from baselines.common.errors import ConfigError
 
+# This package's envs by id. Entry points are strings: gymnasium imports the env's module at its first make.
+ENTRY_POINTS = {
+    "GridWorld-v0": "baselines.tabular.gridworld:GridWorldEnv",
+    "KArmedBandit-v0": "baselines.bandits.env:BanditEnv",
+}
+
+
+def register_envs() -> None:
+    """Register ``GridWorld-v0`` and ``KArmedBandit-v0`` with gymnasium; a second call does nothing."""
+    for env_id, entry_point in ENTRY_POINTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point)
+
 
 def check_env_id(env_id: str) -> None:
     """Raise ConfigError naming close matches when gymnasium does not know ``env_id``."""
-    import baselines  # noqa: F401  (registers this package's envs)
-
+    register_envs()
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)

@@ -1,6 +1,7 @@
 """Self-contained plotly HTML reports: figures, tables and notes on one page, plotly.js inlined once.
 
-No CDN: the page must open on an offline machine.
+No CDN: the page must open on an offline machine. plotly is imported where a figure is drawn, so that a command's
+``--help`` does not load it.
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 PALETTE = (
     "#1f77b4",
@@ -49,6 +51,8 @@ def add_curve_with_band(
     col: int | None = None,
 ) -> None:
     """A mean curve with a shaded band (e.g. a 95% interval across runs or seeds) in one legend group."""
+    import plotly.graph_objects as go
+
     xs = np.asarray(x, dtype=float)
     where = {"row": row, "col": col} if row is not None else {}
     if low is not None and high is not None:
@@ -128,6 +132,8 @@ class Report:
         self._parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def render(self) -> str:
+        from plotly.offline import get_plotlyjs
+
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"

@@ -385,9 +385,3 @@ class GridWorldEnv(gym.Env[int, int]):
         disc = (yy - centre) ** 2 + (xx - centre) ** 2 <= (size * 0.35) ** 2
         frame[row * size : (row + 1) * size, col * size : (col + 1) * size][disc] = (30, 90, 200)
         return frame
-
-
-def register_gridworld() -> None:
-    """Register ``GridWorld-v0`` with gymnasium (a second call does nothing)."""
-    if "GridWorld-v0" not in gym.registry:
-        gym.register(id="GridWorld-v0", entry_point="baselines.tabular.gridworld:GridWorldEnv")

@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 
 from feedback_ui.dependencies import AdminDep, ServiceDep, run_read
 from feedback_ui.schemas import ExportCreate, ExportPublic
-from rlhf.datasets import JSONL_FILE
+from rlhf.store import JSONL_FILE
 
 router = APIRouter(prefix="/api/admin", tags=["export"])
 

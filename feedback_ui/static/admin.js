@@ -46,7 +46,7 @@
     const cards = [
       ["Labels", s.store.labels], ["Undone", s.store.labels_voided], ["Pairs waiting", s.store.queries_pending],
       ["Pairs leased", s.store.queries_leased], ["Segments", s.store.segments], ["Round", s.loop.round ?? "–"],
-      ["Reward-model accuracy", s.loop.reward_model_accuracy == null ? "–" : `${fmt(100 * s.loop.reward_model_accuracy, 0)}%`],
+      ["Reward-model accuracy", s.loop.reward_val_accuracy == null ? "–" : `${fmt(100 * s.loop.reward_val_accuracy, 0)}%`],
       ["Policy return", fmt(s.loop.policy_true_return, 1)],
     ];
     $("cards").replaceChildren(...cards.map(([name, value]) => {

@@ -246,7 +246,7 @@
       $("task").textContent = p.task;
       document.title = `Label clips · ${p.labeler}`;
       $("loop-round").textContent = fmt(p.loop.round, 0);
-      $("loop-accuracy").textContent = p.loop.reward_model_accuracy == null ? "–" : fmt(100 * p.loop.reward_model_accuracy, 0, "%");
+      $("loop-accuracy").textContent = p.loop.reward_val_accuracy == null ? "–" : fmt(100 * p.loop.reward_val_accuracy, 0, "%");
       $("loop-return").textContent = fmt(p.loop.policy_true_return, 1);
     } catch (error) {
       if (error.status === 401) fatal(`This link is not valid: ${error.message}`);

@@ -17,6 +17,7 @@ def _run(spec: str, runs: int = 2000, steps: int = 1000, **kwargs: float | bool)
     return simulate(parse_agent_spec(spec), runs, steps, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_figure_2_2_epsilon_greedy_and_greedy() -> None:
     eps = _run("eps-greedy:epsilon=0.1")
     greedy = _run("greedy")
@@ -26,6 +27,7 @@ def test_figure_2_2_epsilon_greedy_and_greedy() -> None:
     assert greedy.optimal_mean[-100:].mean() == pytest.approx(0.35, abs=0.05)
 
 
+@pytest.mark.slow
 def test_figure_2_3_optimistic_beats_realistic_epsilon_greedy_in_optimal_actions() -> None:
     optimistic, realistic = (_run(spec) for spec in FIGURES["2.3"].agents)
     assert optimistic.optimal_mean[-100:].mean() > realistic.optimal_mean[-100:].mean() + 0.05
@@ -33,11 +35,13 @@ def test_figure_2_3_optimistic_beats_realistic_epsilon_greedy_in_optimal_actions
     assert optimistic.optimal_mean[:5].mean() < realistic.optimal_mean[:5].mean() + 0.1
 
 
+@pytest.mark.slow
 def test_figure_2_4_ucb_beats_epsilon_greedy_in_mean_reward() -> None:
     ucb, eps = (_run(spec) for spec in FIGURES["2.4"].agents)
     assert ucb.reward_mean.mean() > eps.reward_mean.mean() + 0.03
 
 
+@pytest.mark.slow
 def test_figure_2_5_gradient_bandit_baseline_helps() -> None:
     results = {spec: _run(spec, mean_offset=4.0) for spec in FIGURES["2.5"].agents}
     for alpha in ("0.1", "0.4"):
@@ -46,6 +50,7 @@ def test_figure_2_5_gradient_bandit_baseline_helps() -> None:
         assert with_base.optimal_mean[-100:].mean() > without.optimal_mean[-100:].mean() + 0.1
 
 
+@pytest.mark.slow
 def test_exercise_2_5_constant_step_size_beats_sample_average_when_nonstationary() -> None:
     # 500 runs instead of the book's 2000 keep CI quick; the gap is many standard errors wide.
     sample_average, constant = (

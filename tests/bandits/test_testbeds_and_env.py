@@ -50,8 +50,6 @@ def test_bandit_env_passes_checker_and_runs_an_agent_step_by_step() -> None:
 
 
 def test_bandit_env_is_registered() -> None:
-    import baselines  # noqa: F401  (registers the envs)
-
     env = gym.make("KArmedBandit-v0", arms=4)
     env.reset(seed=0)
     assert isinstance(env.action_space, gym.spaces.Discrete) and env.action_space.n == 4

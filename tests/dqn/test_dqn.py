@@ -255,6 +255,7 @@ def test_run_folder_summary_metrics_and_report(tmp_path: Path) -> None:
     assert config["prioritized"] is True and config["hidden_sizes"] == [16, 16]
 
 
+@pytest.mark.slow
 def test_short_learning_check_on_cartpole(tmp_path: Path) -> None:
     """10k steps with a small network: a random policy scores ~20; seeds 0-3 scored 374, 433, 500, 377."""
     config = DQNConfig(

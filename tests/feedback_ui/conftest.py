@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from feedback_ui.app import create_app
-from feedback_ui.demo import add_random_queries, build_workspace
 from feedback_ui.settings import Settings
+from rlhf.sample_workspace import add_random_queries, build_workspace
 from rlhf.store import PreferenceStore
 
 ADMIN_TOKEN = "admin-token-for-tests"

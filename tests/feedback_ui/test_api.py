@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from feedback_ui.app import create_app
 from feedback_ui.service import LABELS_PER_PAIR_META_KEY, side_for_choice
-from rlhf.store import PreferenceStore
+from rlhf.store import LoopStatus, PreferenceStore
 from tests.feedback_ui.conftest import ADMIN_TOKEN, bearer, make_settings, queue_pairs
 
 
@@ -237,7 +237,10 @@ def test_k_labels_per_pair_go_to_different_labelers(workspace: Path, store: Pref
 def test_progress_and_loop_status(client: TestClient, store: PreferenceStore) -> None:
     queue_pairs(store, 3)
     _, token = store.add_labeler("alice")
-    store.set_status({"round": 2, "labels": 40, "reward/val_accuracy": 0.75, "policy_true_return": -310.5})
+    before = client.get("/api/progress", headers=bearer(token)).json()["loop"]
+    assert before["round"] is None and before["reward_val_accuracy"] is None  # the loop has not reported yet
+    store.record_loop_status(LoopStatus(2, 40, 100, 4096, 50_000, reward_val_accuracy=0.75))
+    store.record_loop_status(LoopStatus(2, 40, 100, 6144, 50_000, policy_true_return=-310.5))
     store.set_meta("ui.task_description", "prefer the clip where the pole stays upright")
     pair = client.get("/api/queries/next", headers=bearer(token)).json()["pair"]
     _label(client, token, pair["query_id"], "left")
@@ -245,7 +248,14 @@ def test_progress_and_loop_status(client: TestClient, store: PreferenceStore) ->
     assert progress["labeler"] == "alice" and progress["labels_done"] == 1 and progress["queue_size"] == 2
     assert progress["task"] == "prefer the clip where the pole stays upright"
     loop = progress["loop"]
-    assert (loop["round"], loop["reward_model_accuracy"], loop["policy_true_return"]) == (2, 0.75, -310.5)
+    assert (loop["round"], loop["reward_val_accuracy"], loop["policy_true_return"]) == (2, 0.75, -310.5)
+    assert (loop["labels_used"], loop["label_budget"], loop["env_steps"], loop["total_steps"]) == (
+        40,
+        100,
+        6144,
+        50_000,
+    )
+    assert "history" not in loop
 
 
 def test_admin_stats_labelers_and_export(client: TestClient, store: PreferenceStore, workspace: Path) -> None:
@@ -261,16 +271,17 @@ def test_admin_stats_labelers_and_export(client: TestClient, store: PreferenceSt
     for side in ("left", "right", "skip"):
         pair = client.get("/api/queries/next", headers=bearer(token)).json()["pair"]
         _label(client, token, pair["query_id"], side)
-    (workspace / "metrics.jsonl").write_text(
-        json.dumps({"step": 100, "labels/total": 10, "reward/val_accuracy": 0.6}) + "\n"
-        + json.dumps({"step": 200, "labels/total": 20, "reward/val_accuracy": 0.8, "eval/return_mean": 50.0}) + "\n"
-    )  # fmt: skip
+    empty = client.get("/api/admin/stats", headers=admin).json()
+    assert (empty["reward_accuracy"], empty["policy_true_return"], empty["loop"]["round"]) == ([], [], None)
+    store.record_loop_status(LoopStatus(1, 10, 30, 100, 1000, reward_val_accuracy=0.6))
+    store.record_loop_status(LoopStatus(2, 20, 30, 150, 1000))  # counters only: no point on the curves
+    store.record_loop_status(LoopStatus(2, 20, 30, 200, 1000, reward_val_accuracy=0.8, policy_true_return=50.0))
     stats = client.get("/api/admin/stats", headers=admin).json()
     alice = next(row for row in stats["labelers"] if row["name"] == "alice")
     assert (alice["labels"], alice["skips"], alice["undos"]) == (3, 1, 0)
-    assert [p["value"] for p in stats["reward_accuracy"]] == [0.6, 0.8]
-    assert [p["labels"] for p in stats["reward_accuracy"]] == [10, 20]
-    assert [p["value"] for p in stats["policy_true_return"]] == [50.0]
+    assert [(p["step"], p["labels"], p["value"]) for p in stats["reward_accuracy"]] == [(100, 10, 0.6), (200, 20, 0.8)]
+    assert [(p["step"], p["value"]) for p in stats["policy_true_return"]] == [(200, 50.0)]
+    assert (stats["loop"]["round"], stats["loop"]["reward_val_accuracy"]) == (2, 0.8)
     assert [row["name"] for row in client.get("/api/admin/labelers", headers=admin).json()] == ["alice"]
 
     download = client.get("/api/admin/export.jsonl", headers=admin)

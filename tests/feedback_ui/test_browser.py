@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from feedback_ui.server import ServerHandle, start_server_in_background
-from rlhf.store import PreferenceStore
+from rlhf.store import LoopStatus, PreferenceStore
 from tests.feedback_ui.conftest import queue_pairs
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,7 +24,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backgro
 @pytest.fixture
 def server(workspace: Path, store: PreferenceStore) -> Iterator[ServerHandle]:
     queue_pairs(store, 8)
-    store.set_status({"round": 1, "reward/val_accuracy": 0.8})
+    store.record_loop_status(LoopStatus(1, 10, 100, 2048, 50_000, reward_val_accuracy=0.8))
     with start_server_in_background(workspace, port=0) as handle:
         yield handle
 
@@ -56,6 +56,7 @@ def _labels_done(page: Page, expected: int) -> None:
     page.wait_for_function(f'document.getElementById("labels-done").textContent === "{expected}"', timeout=10_000)
 
 
+@pytest.mark.slow
 def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
     _, token = store.add_labeler("alice")
     page.goto(f"{server.url}/?token={token}")
@@ -102,6 +103,7 @@ def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: Pref
     assert [r.choice for r in records][-1] == "undo" and len(records) == 5
 
 
+@pytest.mark.slow
 def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
     page.goto(f"{server.url}/?token=not-a-token")
     page.wait_for_selector("#fatal:not([hidden])")
@@ -119,6 +121,7 @@ def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore,
     assert page.get_by_label("Playback speed").is_visible()
 
 
+@pytest.mark.slow
 def test_admin_page(server: ServerHandle, page: Page) -> None:
     page.goto(server.admin_url)
     page.wait_for_selector("#cards .card")
@@ -127,4 +130,8 @@ def test_admin_page(server: ServerHandle, page: Page) -> None:
     page.wait_for_selector("#new-labeler code")
     assert (page.text_content("#new-labeler code") or "").startswith(f"{server.url}/?token=")
     page.wait_for_function("document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
+    # The loop's status from the store: its latest accuracy on a card, its history on the curve (x: labels).
+    assert "80%" in (page.text_content("#cards") or "")
+    curve = page.evaluate("(() => { const t = document.getElementById('curves').data[0]; return [t.x, t.y]; })()")
+    assert curve == [[10], [0.8]]
     assert "carol" in (page.text_content("#labelers") or "")

@@ -9,11 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from feedback_ui.server import start_server_in_background
 from rlhf.store import PreferenceStore
 from tests.feedback_ui.conftest import queue_pairs
 from tests.feedback_ui.load import label_concurrently
+
+pytestmark = pytest.mark.slow
 
 
 def test_sigkill_mid_load_loses_no_acknowledged_label(workspace: Path, store: PreferenceStore) -> None:

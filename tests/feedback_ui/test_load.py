@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from feedback_ui.server import start_server_in_background
 from rlhf.store import PreferenceStore
 from tests.feedback_ui.conftest import queue_pairs
 from tests.feedback_ui.load import label_concurrently
+
+pytestmark = pytest.mark.slow
 
 
 def _labelers(store: PreferenceStore, count: int) -> dict[str, str]:

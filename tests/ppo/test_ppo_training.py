@@ -48,6 +48,7 @@ def test_rollout_records_true_transitions_across_episode_ends() -> None:
     assert sum(rollout.episode_lengths) <= 200 * 8
 
 
+@pytest.mark.slow
 def test_cartpole_learns_with_fixed_seed(tmp_path: Path) -> None:
     summary = train_ppo(
         PPOConfig.defaults_for("CartPole-v1", total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
@@ -65,6 +66,7 @@ def test_cartpole_learns_with_fixed_seed(tmp_path: Path) -> None:
     assert rows[-1]["charts/learning_rate"] < rows[0]["charts/learning_rate"]  # linear annealing
 
 
+@pytest.mark.slow
 def test_pendulum_improves_with_fixed_seed(tmp_path: Path) -> None:
     cfg = PPOConfig.defaults_for("Pendulum-v1", total_steps=40_960, eval_every=40_960, out=tmp_path / "p")
     initial = init_ppo(cfg)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from baselines.common.errors import ConfigError
-from feedback_ui.demo import collect_segments
 from rlhf.render import clip_name, frames_from_obs, pad_frames, render_clip, render_segments
-from rlhf.segments import Segment
-from rlhf.store import PreferenceStore, describe_action_space
+from rlhf.sample_workspace import collect_segments
+from rlhf.segments import Segment, describe_action_space
+from rlhf.store import PreferenceStore
 
 
 def _decode(path: Path) -> tuple[dict[str, object], np.ndarray]:

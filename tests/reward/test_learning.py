@@ -24,6 +24,7 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=["mlp", "transformer"])
 def test_learns_a_known_reward_from_oracle_labels(config: RewardModelConfig) -> None:
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_demo_with_tiny_budgets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--env", "CartPole-v1", "--labels", "20", "--total-steps", "8192", "--port", str(_free_port())]

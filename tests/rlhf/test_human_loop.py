@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from feedback_ui.server import ServerHandle, start_server_in_background
 from rlhf.loop import RLHFConfig, run_rlhf
@@ -43,6 +44,7 @@ def _person(url: str, token: str, store_path: Path, done: threading.Event, answe
     store.close()
 
 
+@pytest.mark.slow
 def test_human_labels_over_http_train_the_reward_model(tmp_path: Path) -> None:
     out = tmp_path / "run"
     config = RLHFConfig(

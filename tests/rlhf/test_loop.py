@@ -48,8 +48,20 @@ def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["labels/total"] == 24 and any("reward/val_accuracy" in r for r in rows)
     assert [r["step"] for r in rows if "eval/return_mean" in r] == [summary["env_steps"]]
+    # What the labeling page shows: the loop's last report and the history of its measurements.
+    status = store.loop_status()
+    assert status is not None
+    assert (status.round, status.labels_used, status.label_budget) == (4, 24, 24)
+    assert (status.env_steps, status.total_steps) == (summary["env_steps"], 4096)
+    assert status.policy_true_return == pytest.approx(summary["eval_return_mean"])
+    assert status.reward_val_accuracy == pytest.approx(summary["reward_model_accuracy"])
+    measured = [p for p in status.history if p.reward_val_accuracy is not None]
+    trained = [r for r in rows if "reward/val_accuracy" in r]
+    assert [p.env_steps for p in measured] == [r["step"] for r in trained]
+    assert [p.reward_val_accuracy for p in measured] == pytest.approx([r["reward/val_accuracy"] for r in trained])
 
 
+@pytest.mark.slow
 def test_loop_learns_cartpole_from_few_labels(tmp_path: Path) -> None:
     config = RLHFConfig(env="CartPole-v1", labels=60, total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
     summary = run_rlhf(config)

@@ -17,6 +17,7 @@ ARGS = ["run", "--env", "CartPole-v1", "--labels", "24", "--total-steps", "4096"
 ROLLOUT = 256  # CartPole's PPO rollout: 8 envs x 32 steps; the loop logs one row and saves a checkpoint per rollout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_interrupted_loop_resumes_with_each_step_logged_once(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from baselines.common.errors import ConfigError
-from rlhf.segments import SegmentCutter, SegmentPool, absorbing_features, segment_features, step_features
+from rlhf.segments import (
+    SegmentCutter,
+    SegmentPool,
+    absorbing_features,
+    describe_action_space,
+    segment_features,
+    step_features,
+)
 
 
 def _rollout(steps: int, envs: int, ends: dict[tuple[int, int], str]) -> tuple[np.ndarray, ...]:
@@ -80,3 +87,11 @@ def test_segment_features_and_pair_sampling() -> None:
     assert len(pool) == 5
     pairs = pool.sample_pairs(50, np.random.default_rng(0))
     assert all(a is not b for a, b in pairs)
+
+
+def test_describe_action_space() -> None:
+    assert describe_action_space(gym.spaces.Discrete(3)) == {"type": "Discrete", "n": 3}
+    box = describe_action_space(gym.spaces.Box(-2.0, 2.0, shape=(1,)))
+    assert box == {"type": "Box", "shape": [1], "low": [-2.0], "high": [2.0]}
+    with pytest.raises(ConfigError, match="Discrete or Box"):
+        describe_action_space(gym.spaces.MultiBinary(3))

@@ -20,7 +20,7 @@ def test_path_means_sqlite_file_and_creates_tables(tmp_path: Path) -> None:
         assert store.url == f"sqlite:///{path}"
         assert store.queue_size() == 0
     tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"rlhf_meta", "rlhf_segments", "rlhf_queries", "rlhf_labels", "rlhf_labelers", "rlhf_status"} <= tables
+    assert {"rlhf_meta", "rlhf_segments", "rlhf_queries", "rlhf_labels", "rlhf_labelers"} <= tables
 
 
 def test_sqlite_runs_in_wal_with_full_sync_and_foreign_keys(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from feedback_ui.writer import StoreWriter
-from rlhf import store as store_module
-from rlhf.store import AlreadyLabeledError, PreferenceStore
+from rlhf.store import AlreadyLabeledError, LoopStatus, PreferenceStore
+from rlhf.store.schema import metadata
 from tests.store import scenarios
 
 URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "")
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not URL, reason="set RLHF_TEST_POSTGRES_URL to r
 @pytest.fixture
 def url() -> Iterator[str]:
     engine = create_engine(URL)
-    store_module._metadata.drop_all(engine)
+    metadata.drop_all(engine)
     engine.dispose()
     yield URL
 
@@ -58,9 +58,10 @@ def test_labels_undo_and_stats(url: str) -> None:
             store.add_label(query.id, alice, "b", 1.0)
         assert store.undo_last(alice) == label
         assert store.queue_size(alice) == 3
-        store.set_status({"round": 1})
-        store.set_status({"round": 2})
-        assert store.get_status() == {"round": 2}
+        store.record_loop_status(LoopStatus(1, 0, 10, 100, 1000, reward_val_accuracy=0.5))
+        store.record_loop_status(LoopStatus(2, 1, 10, 200, 1000))
+        status = store.loop_status()
+        assert status is not None and (status.round, status.reward_val_accuracy, len(status.history)) == (2, 0.5, 1)
         assert store.stats().labels_voided == 1
         pairs = [store.get_query(query_id) for query_id in query_ids]
         assert set(store.segment_ids()) == {s for q in pairs for s in (q.segment_a, q.segment_b)}

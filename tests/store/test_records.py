@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
 from baselines.common.errors import ConfigError
-from rlhf.segments import Segment
 from rlhf.store import (
     InvalidLabelError,
     PreferenceStore,
+    Segment,
     StoreError,
     UnknownQueryError,
     UnknownSegmentError,
-    describe_action_space,
 )
 from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, FakeClock, make_segment, open_store
 
@@ -30,7 +28,7 @@ def assert_same_segment(expected: Segment, actual: Segment) -> None:
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
-def test_meta_and_status_round_trip(tmp_path: Path) -> None:
+def test_meta_round_trip(tmp_path: Path) -> None:
     with PreferenceStore(tmp_path / "prefs.sqlite") as store:
         assert store.get_meta("missing", default=3) == 3
         store.set_meta("media_dir", "clips")
@@ -38,9 +36,6 @@ def test_meta_and_status_round_trip(tmp_path: Path) -> None:
         assert store.get_meta("media_dir") == "clips2"
         with pytest.raises(ConfigError, match="reserved"):
             store.set_meta("rlhf.env", "x")
-        store.set_status({"round": 1, "reward_model_accuracy": 0.75})
-        store.set_status({"round": 2, "policy_return": [1.5, 2.5]})
-        assert store.get_status() == {"round": 2, "reward_model_accuracy": 0.75, "policy_return": [1.5, 2.5]}
 
 
 def test_bind_env_records_first_use_and_refuses_another_env(tmp_path: Path) -> None:
@@ -60,14 +55,6 @@ def test_bind_env_records_first_use_and_refuses_another_env(tmp_path: Path) -> N
         with pytest.raises(ConfigError, match="actions"):
             store.bind_env("CartPole-v1", OBS_SHAPE, {"type": "Discrete", "n": 3}, SEGMENT_LENGTH)
         assert store.env() == binding
-
-
-def test_describe_action_space() -> None:
-    assert describe_action_space(gym.spaces.Discrete(3)) == {"type": "Discrete", "n": 3}
-    box = describe_action_space(gym.spaces.Box(-2.0, 2.0, shape=(1,)))
-    assert box == {"type": "Box", "shape": [1], "low": [-2.0], "high": [2.0]}
-    with pytest.raises(ConfigError, match="Discrete or Box"):
-        describe_action_space(gym.spaces.MultiBinary(3))
 
 
 @pytest.mark.parametrize(

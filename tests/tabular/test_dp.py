@@ -6,7 +6,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import baselines  # noqa: F401  (registers GridWorld-v0)
 from baselines.common.errors import ConfigError
 from baselines.tabular.dp import (
     TabularModel,

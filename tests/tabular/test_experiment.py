@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import tyro
 
-import baselines  # noqa: F401  (registers GridWorld-v0)
 from baselines.common.errors import ConfigError
 from baselines.common.runs import RunFolder, to_jsonable
 from baselines.tabular.experiment import Preset, TabularConfig, run_tabular

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import baselines  # noqa: F401  (registers GridWorld-v0)
+from baselines.common.envs import register_envs
 from baselines.common.errors import ConfigError
-from baselines.tabular.gridworld import PRESETS, GridWorldEnv, make_layout, register_gridworld
+from baselines.tabular.gridworld import PRESETS, GridWorldEnv, make_layout
 
 LEFT, DOWN, RIGHT, UP = 0, 1, 2, 3
 
@@ -42,8 +42,8 @@ def random_layout(rng: np.random.Generator) -> dict[str, Any]:
 def test_register_twice_is_silent() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        register_gridworld()
-        register_gridworld()
+        register_envs()
+        register_envs()
     assert isinstance(gym.make("GridWorld-v0").unwrapped, GridWorldEnv)
 
 

@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import baselines  # noqa: F401  (registers GridWorld-v0)
 from baselines.tabular import envs
 from baselines.tabular.td import EXPLORATIONS, TD_ALGOS, Behaviour, Exploration, ExplorationKind, TDAlgo, train_td
 
@@ -40,6 +39,7 @@ def test_truncation_bootstraps_and_termination_does_not(algo: TDAlgo, ends_by: s
     np.testing.assert_array_equal(run.lengths, 1)
 
 
+@pytest.mark.slow
 def test_cliff_walking_reproduces_example_6_6() -> None:
     """Figure 6.4 (alpha 0.5, epsilon 0.1, gamma 1): online return per episode about -25 for SARSA (the safe path)
     and about -50 for Q-learning (the optimal path along the cliff, with exploratory falls); Q-learning's greedy

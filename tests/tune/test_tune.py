@@ -34,6 +34,7 @@ def small_dqn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("baselines.tune.algorithms", lambda: small)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Target and region quantiles")  # importances of a 3-trial study
 def test_study_trials_report_best_config_and_resume(tmp_path: Path, small_dqn: None) -> None:
     out = tmp_path / "study"
@@ -59,6 +60,7 @@ def test_study_trials_report_best_config_and_resume(tmp_path: Path, small_dqn: N
         run_tune(TuneConfig("dqn", trials=5, total_steps=800, out=out))
 
 
+@pytest.mark.slow
 def test_a_trial_below_the_pruners_bar_is_pruned(tmp_path: Path, small_dqn: None) -> None:
     cfg = TuneConfig("dqn", trials=1, total_steps=400, evaluations=2, eval_episodes=2, out=tmp_path).resolved()
     study = open_study(cfg, pruner=optuna.pruners.ThresholdPruner(lower=1e9))
@@ -113,6 +115,7 @@ def test_a_study_whose_trials_all_fail_is_an_error(tmp_path: Path, monkeypatch: 
     assert json.loads((tmp_path / "summary.json").read_text())["failed"] == 2  # the results are still written
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Target and region quantiles")
 def test_ppo_trials_run_through_the_same_tuner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     table = algorithms()

@@ -1,5 +1,5 @@
-"""Labels out of the loop: `rlhf export` writes a store's labeled pairs as a dataset; `rlhf train-reward` trains a
-reward model from such a dataset alone, and optionally PPO on it."""
+"""`rlhf train-reward`: a reward model trained from exported preferences alone (an `rlhf export` dataset), and
+optionally PPO on it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any, Literal
 import numpy as np
 
 from baselines.common.envs import make_env
-from baselines.common.errors import ConfigError, check
+from baselines.common.errors import check
 from baselines.common.runs import RunFolder, default_run_dir
 from baselines.ppo import train_ppo
-from rlhf.datasets import check_compatible, export_preferences, load_preferences
+from rlhf.datasets import check_compatible, load_preferences
 from rlhf.loop import RLHFConfig
 from rlhf.reward import (
     LearnedReward,
@@ -27,41 +27,6 @@ from rlhf.reward import (
     train_reward_model,
 )
 from rlhf.segments import absorbing_features, action_feature_dim
-from rlhf.store import PreferenceStore, sqlite_file
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """Export the labeled pairs of a preference store as a Hugging Face dataset (save_to_disk) or JSONL."""
-
-    workspace: Path | None = None
-    """Run folder of `rlhf run` (its store is WORKSPACE/prefs.sqlite)."""
-    db: str | None = None
-    """Or any SQLAlchemy URL of a preference store."""
-    out: Path = Path("preferences")
-    """Folder to write."""
-    format: Literal["hf", "jsonl"] = "hf"
-    """hf: a datasets.Dataset folder; jsonl: one JSON object per pair."""
-    overwrite: bool = False
-    """Replace an existing export at --out."""
-
-
-def run_export(config: ExportConfig) -> dict[str, Any]:
-    check(config.workspace is not None or config.db is not None, "give --workspace DIR or --db URL")
-    if config.db is None:
-        assert config.workspace is not None
-        if not (config.workspace / "prefs.sqlite").is_file():
-            raise ConfigError(f"no preference store at {config.workspace / 'prefs.sqlite'}; is it a `rlhf run` folder?")
-    location = config.db if config.db is not None else Path(str(config.workspace)) / "prefs.sqlite"
-    database_file = sqlite_file(location)
-    if database_file is not None and not database_file.is_file():  # exporting never creates a store
-        raise ConfigError(f"no preference store at {database_file}; --db takes an existing store's path or URL")
-    store = PreferenceStore(location)
-    try:
-        pairs = export_preferences(store, config.out, config.format, overwrite=config.overwrite)
-    finally:
-        store.close()
-    return {"algo": "export", "path": str(config.out), "format": config.format, "pairs": pairs}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A workspace to try the labeling service without training anything: real env segments, clips and queued pairs.
 
-``python -m feedback_ui.demo DIR`` rolls out a random policy in a gymnasium env with ``render_mode="rgb_array"``,
+``python -m rlhf.sample_workspace DIR`` rolls out a random policy in a gymnasium env with ``render_mode="rgb_array"``,
 cuts the episodes into segments (padding after episode ends, as the loop does), renders their clips and queues
 random pairs; then ``rlhf serve --workspace DIR`` serves them. Tests and ``benchmarks/ui_load.py`` build their
 workspaces with it too.
@@ -18,8 +18,8 @@ import tyro
 
 from baselines.common.errors import ConfigError
 from rlhf.render import render_segments
-from rlhf.segments import Segment, SegmentCutter
-from rlhf.store import PreferenceStore, describe_action_space
+from rlhf.segments import Segment, SegmentCutter, describe_action_space
+from rlhf.store import PreferenceStore
 
 
 def collect_segments(env_id: str, count: int, segment_length: int, seed: int, frames: bool = True) -> list[Segment]:
@@ -111,8 +111,8 @@ def add_random_queries(
 
 
 @dataclass(frozen=True)
-class DemoConfig:
-    """Build a demo workspace for the labeling service."""
+class SampleWorkspaceConfig:
+    """Build a sample workspace for the labeling service."""
 
     path: tyro.conf.Positional[Path]
     """Folder to create."""
@@ -131,7 +131,7 @@ class DemoConfig:
 
 
 def main() -> int:
-    config = tyro.cli(DemoConfig, prog="python -m feedback_ui.demo")
+    config = tyro.cli(SampleWorkspaceConfig, prog="python -m rlhf.sample_workspace")
     try:
         store = build_workspace(
             config.path,
@@ -143,7 +143,7 @@ def main() -> int:
             seed=config.seed,
         )
     except ConfigError as error:
-        print(f"feedback_ui.demo: error: {error}", file=sys.stderr)
+        print(f"rlhf.sample_workspace: error: {error}", file=sys.stderr)
         return 2
     store.close()
     print(f"Workspace ready: rlhf serve --workspace {config.path}")

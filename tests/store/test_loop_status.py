@@ -1,0 +1,104 @@
+"""The loop's status record: what the loop reports, merged into what the labeling service reads, checked on read."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import update
+
+from rlhf.store import LoopPoint, LoopStatus, PreferenceStore, StoreError
+from rlhf.store.schema import LOOP_STATUS_KEY, meta_table
+from tests.store.helpers import FakeClock
+
+
+def _report(round: int, labels: int, steps: int, **measures: Any) -> LoopStatus:
+    return LoopStatus(round, labels, 100, steps, 10_000, **measures)
+
+
+def test_reports_merge_counters_measurements_and_history(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with PreferenceStore(tmp_path / "prefs.sqlite", clock=clock) as store:
+        assert store.loop_status() is None
+        store.record_loop_status(_report(1, 10, 500))
+        clock.advance(5.0)
+        store.record_loop_status(_report(1, 10, 500, reward_val_accuracy=0.6, reward_return_correlation=0.3))
+        clock.advance(5.0)
+        store.record_loop_status(_report(2, 20, 1000, policy_true_return=-300.0))
+        store.record_loop_status(_report(3, 30, 1500))
+    with PreferenceStore(tmp_path / "prefs.sqlite", clock=clock) as reopened:
+        status = reopened.loop_status()
+    assert status is not None
+    assert (status.round, status.labels_used, status.label_budget, status.env_steps, status.total_steps) == (
+        3, 30, 100, 1500, 10_000
+    )  # fmt: skip
+    # Measurements a report leaves out keep their last value; each one made joins the history once.
+    assert (status.reward_val_accuracy, status.reward_return_correlation, status.policy_true_return) == (
+        0.6, 0.3, -300.0
+    )  # fmt: skip
+    assert status.history == (LoopPoint(500, 10, 0.6, None), LoopPoint(1000, 20, None, -300.0))
+    assert status.updated_at == clock.now
+
+
+def test_history_keeps_the_newest_points(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        for step in range(LoopStatus.HISTORY_POINTS + 5):
+            stored = store.record_loop_status(_report(0, 0, step, policy_true_return=float(step)))
+    assert len(stored.history) == LoopStatus.HISTORY_POINTS
+    assert stored.history[0].env_steps == 5 and stored.history[-1].env_steps == LoopStatus.HISTORY_POINTS + 4
+
+
+def test_an_undefined_measurement_is_unknown_not_nan(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        store.record_loop_status(
+            _report(1, 4, 100, reward_val_accuracy=np.float32(0.75), reward_return_correlation=math.nan)
+        )
+        status = store.loop_status()
+    assert status is not None and status.reward_return_correlation is None
+    assert status.reward_val_accuracy == pytest.approx(0.75) and type(status.reward_val_accuracy) is float
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"round": -1},
+        {"labels_used": 2.5},
+        {"env_steps": True},
+        {"reward_val_accuracy": "0.5"},
+        {"policy_true_return": math.inf},
+    ],
+)
+def test_malformed_reports_are_refused(fields: dict[str, object]) -> None:
+    values: dict[str, object] = {"round": 1, "labels_used": 1, "label_budget": 10, "env_steps": 1, "total_steps": 9}
+    with pytest.raises(StoreError, match=next(iter(fields))):
+        LoopStatus(**{**values, **fields})  # type: ignore[arg-type]
+
+
+def test_a_report_carries_no_history(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        with pytest.raises(StoreError, match="history"):
+            store.record_loop_status(LoopStatus(1, 1, 10, 1, 9, history=(LoopPoint(1, 1, 0.5),)))
+        assert store.loop_status() is None
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "not json",
+        json.dumps({"round": 1}),
+        json.dumps([1, 2]),
+        json.dumps({**_report(1, 1, 1).to_json(), "round": "one"}),
+        json.dumps({**_report(1, 1, 1).to_json(), "history": [[1, 2, 3, 4, 5]]}),
+    ],
+)
+def test_a_damaged_stored_status_is_one_clear_error(tmp_path: Path, stored: str) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        store.record_loop_status(_report(1, 1, 1))
+        with store._engine.begin() as conn:
+            conn.execute(update(meta_table).where(meta_table.c.key == LOOP_STATUS_KEY).values(value=stored))
+        with pytest.raises(StoreError, match=r"loop status .* is malformed"):
+            store.loop_status()
