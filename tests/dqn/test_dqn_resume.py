@@ -17,6 +17,7 @@ ARGS = ["dqn", "--env", "CartPole-v1", "--total-steps", str(TOTAL), "--hidden-si
         "--checkpoint-every", "600", "--eval-episodes", "2"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_interrupted_dqn_resumes_with_each_step_logged_once(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"
