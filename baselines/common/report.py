@@ -153,6 +153,8 @@ class Report:
     ) -> None:
         """One line chart per ``(title, metric keys)`` over the rows' ``step`` (evaluations drawn with markers);
         a panel whose keys were never logged is left out. A title ending in "(log)" gets a log y-axis."""
+        import plotly.graph_objects as go
+
         for title, keys in panels:
             fig = go.Figure()
             for offset, key in enumerate(keys):
