@@ -400,11 +400,10 @@ class Recorder:
         cfg, self.state, self.folder, self.logger, self.bar = state.config, state, folder, logger, bar
         self.episode_returns, self.episode_lengths = np.zeros(cfg.num_envs), np.zeros(cfg.num_envs, dtype=np.int64)
         self.recent_returns: list[float] = []
-        self.td_log = torch.zeros(
-            cfg.updates_per_burst, cfg.batch_size, device=cfg.device
-        )  # a burst's TD errors and Q(s, a)
+        # A burst's TD errors and Q(s, a), and their sums over bursts: on the device until a row reads them.
+        self.td_log = torch.zeros(cfg.updates_per_burst, cfg.batch_size, device=cfg.device)
         self.q_log = torch.zeros_like(self.td_log)
-        self.burst_sums, self.burst_count = torch.zeros(2, device=cfg.device), 0  # summed on the device until logged
+        self.burst_sums, self.burst_count = torch.zeros(2, device=cfg.device), 0
         self.start_step = start = state.counters.global_step
         self.log_every, self.checkpoint_every = max(cfg.total_steps // 200, 1), cfg.checkpoint_every or cfg.eval_every
         self.next_log, self.next_checkpoint = next_due(start, self.log_every), next_due(start, self.checkpoint_every)
