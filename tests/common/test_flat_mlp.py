@@ -1,11 +1,14 @@
-"""The hand-written backward, flat Adam and clipping against torch autograd, nn.Linear and torch.optim.Adam."""
+"""Both backends (NumPy, torch) of the hand-written backward, flat Adam and clipping against torch autograd,
+nn.Linear, clip_grad_norm_ and torch.optim.Adam."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec
+from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec, clipped_adam_
 
 
 def _reference(spec: MLPSpec, flat: FlatParameters, index: int) -> torch.nn.Sequential:
@@ -81,3 +84,50 @@ def test_bind_copy_reads_another_tensor() -> None:
     torch.testing.assert_close(target_mlp.forward(x, cache=False), flat.mlps[0].forward(x))
     flat.data.add_(1.0)
     assert not torch.allclose(target_mlp.forward(x, cache=False), flat.mlps[0].forward(x))
+
+
+@pytest.mark.parametrize("max_norm", [math.inf, 1.0])
+def test_clipped_adam_matches_clip_grad_norm_and_torch_adam(max_norm: float) -> None:
+    """The torch backend's optimizer (the fused kernel a scripted loop calls) against clip_grad_norm_ + Adam."""
+    flat = FlatParameters([MLPSpec((3, 5, 2), "relu")], torch.Generator().manual_seed(1), dtype=torch.float64)
+    reference = flat.data.clone().requires_grad_(True)
+    ours = FlatAdam(flat, lr=1e-2, eps=1e-8)
+    torch_adam = torch.optim.Adam([reference], lr=1e-2, eps=1e-8)
+    gen = torch.Generator().manual_seed(2)
+    for scale in (0.01, 10.0, 0.01, 5.0):  # clipping inactive and active
+        grad = torch.randn(flat.data.shape, generator=gen, dtype=torch.float64) * scale
+        flat.grad.copy_(grad)
+        reference.grad = grad.clone()
+        norm = clipped_adam_(ours.state, ours.lr, ours.beta1, ours.beta2, ours.eps, max_norm)
+        torch.testing.assert_close(norm, torch.nn.utils.clip_grad_norm_([reference], max_norm))
+        torch_adam.step()
+        torch.testing.assert_close(flat.data, reference.detach())
+    assert ours.step_count == 4
+
+
+def test_clipped_step_is_one_clip_and_one_adam_step() -> None:
+    flat = FlatParameters([MLPSpec((3, 5, 2), "tanh")], torch.Generator().manual_seed(1), dtype=torch.float64)
+    twin = FlatParameters([MLPSpec((3, 5, 2), "tanh")], torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours, reference = FlatAdam(flat, lr=1e-2), FlatAdam(twin, lr=1e-2)
+    for params in (flat, twin):
+        params.grad.copy_(torch.linspace(-3.0, 2.0, params.grad.numel(), dtype=torch.float64))
+    assert ours.clipped_step(0.5) == pytest.approx(twin.clip_grad_norm(0.5))
+    reference.step()
+    torch.testing.assert_close(flat.data, twin.data)
+    assert ours.state_dict()["step"] == 1
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_autograd_differentiates_the_torch_forward(activation: str) -> None:
+    """Over a copy of the buffer that requires grad, autograd's gradient is the hand-written backward's."""
+    flat = FlatParameters([MLPSpec((4, 16, 8, 3), activation)], torch.Generator().manual_seed(0), dtype=torch.float64)  # type: ignore[arg-type]
+    x = torch.randn(32, 4, dtype=torch.float64)
+    grad_out = torch.randn(32, 3, dtype=torch.float64)
+    flat.mlps[0].forward(x)
+    flat.mlps[0].backward(grad_out)
+    leaf = flat.data.clone().requires_grad_(True)
+    (differentiable,) = flat.bind_copy(leaf)
+    assert not differentiable.on_cpu  # no NumPy views of a tensor that requires grad
+    torch.autograd.backward((differentiable.forward(x) * grad_out).sum())
+    assert leaf.grad is not None
+    torch.testing.assert_close(leaf.grad, flat.grad)
