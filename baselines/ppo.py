@@ -12,7 +12,6 @@ its hand-written NumPy gradient (``baselines/ppo_gradient.py``, tested against a
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
 from baselines.common.config import resolve_resume
@@ -252,14 +250,14 @@ def ppo_loss(
     obs, actions, logp_old, advantages, returns, values_old = minibatch
     if cfg.normalize_advantage and len(advantages) > 1 and not normalized:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    out, offset = _mlp_autograd(agent.actor.spec, flat, 0, obs)
-    values, offset = _mlp_autograd(agent.critic.spec, flat, offset, obs)
-    values = values[:, 0]
+    actor, critic = agent.params.bind_copy(flat)  # flat_mlp's torch forward, which autograd differentiates
+    out, values = actor.forward(obs, cache=False), critic.forward(obs, cache=False)[:, 0]
     dist: torch.distributions.Distribution
     if agent.discrete:
         dist = torch.distributions.Categorical(logits=out, validate_args=False)
     else:  # diagonal Gaussian; its log-std follows the two MLPs in the buffer
-        normal = torch.distributions.Normal(out, flat[offset:].exp(), validate_args=False)
+        log_std = flat[flat.numel() - agent.action_dim :]
+        normal = torch.distributions.Normal(out, log_std.exp(), validate_args=False)
         dist = torch.distributions.Independent(normal, 1, validate_args=False)
     logp, entropy = dist.log_prob(actions), dist.entropy()  # type: ignore[no-untyped-call]
     log_ratio = logp - logp_old
@@ -274,20 +272,6 @@ def ppo_loss(
         clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
         stats = torch.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
     return loss, stats
-
-
-def _mlp_autograd(spec: MLPSpec, flat: torch.Tensor, offset: int, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The MLP of ``spec`` on ``x`` with weights read from ``flat`` at ``offset`` (FlatParameters' layout), and the
-    offset past it. Not flat_mlp's torch forward: that one works in place, which autograd cannot differentiate."""
-    h = x
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(spec.sizes)):
-        weight = flat[offset : offset + n_out * n_in].view(n_out, n_in)
-        bias = flat[offset + n_out * n_in : offset + n_out * (n_in + 1)]
-        offset += n_out * (n_in + 1)
-        h = F.linear(h, weight, bias)
-        if i < len(spec.sizes) - 2:
-            h = torch.tanh(h) if spec.activation == "tanh" else torch.relu(h)
-    return h, offset
 
 
 def autograd_gradients(
