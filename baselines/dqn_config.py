@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
-import torch
 
 from baselines.common.config import flag, read_config_file, resolve_resume, resume_default
 from baselines.common.envs import make_env
-from baselines.common.errors import check, check_seed
+from baselines.common.errors import check, check_device, check_seed
 from baselines.common.runs import default_run_dir
 
 GENERIC: dict[str, Any] = {
@@ -246,8 +245,4 @@ class DQNConfig:
         check_seed(self.seed)
         for name in ("learning_rate", "max_grad_norm", "per_eps"):
             check(math.isfinite(values[name]), f"{flag(name)} must be a finite number, got {values[name]}")
-        check(
-            self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"
-        )
-        if self.device.startswith("cuda"):
-            check(torch.cuda.is_available(), "--device cuda was asked for but torch sees no CUDA device")
+        check_device(self.device)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from baselines.common.config import flag, read_config_file, resume_default
 from baselines.common.envs import check_env_id
-from baselines.common.errors import check, check_seed
+from baselines.common.errors import check, check_device, check_seed
 
 # Per-env defaults (rl-zoo's tuned PPO hyperparameters, so comparisons with SB3 are like for like).
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -225,13 +225,7 @@ class PPOConfig:
             value = getattr(self, name)
             check(value >= 0, f"{flag(name)} must be >= 0 (0: only at the end), got {value}")
         check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
-        check(
-            self.device == "cpu" or self.device.startswith("cuda"), f"--device must be cpu or cuda, got {self.device}"
-        )
-        if self.device.startswith("cuda"):
-            import torch  # here, not at the top: the config (and --help) loads without torch
-
-            check(torch.cuda.is_available(), "--device cuda was asked for but torch sees no CUDA device")
+        check_device(self.device)
 
 
 def adapt_learning_rate(lr: float, approx_kl: float, target_kl: float, initial_lr: float) -> float:
