@@ -302,8 +302,11 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
         learned_reward.load_state_dict(checkpoint["learned_reward"])
         loop = LoopState(**checkpoint["loop"])
-        # The store is the record of what was labeled (a round may have been cut short after its labels).
+        # The store is the record of what was asked and labeled: a round may have queued its pairs and taken its
+        # labels after the checkpoint. Counting from the store keeps the label budget exact; such a round is asked
+        # again (capped by what is left of the budget), unanswered queries are answered by the next round.
         loop.labels_used = len(store.effective_labels())
+        loop.queries = store.stats().queries
         rng = np.random.default_rng([cfg.seed, 1, state.global_step])
     folder = RunFolder.create(out, cfg, resume_step=state.global_step if resuming else None)
     reward_fn = as_ppo_reward_fn(learned_reward, actions="env")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
+import rlhf.loop as loop_module
 from rlhf.cli import main
+from rlhf.loop import RLHFConfig, run_rlhf
 from rlhf.store import PreferenceStore
 from tests.interrupt import interrupt_run, logged_steps
 
@@ -30,3 +34,28 @@ def test_interrupted_loop_resumes_with_each_step_logged_once(tmp_path: Path, sig
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps"] == 4096 and summary["labels_used"] == 24
     assert len(PreferenceStore(out / "prefs.sqlite").effective_labels()) == 24  # no label lost or given twice
+
+
+def test_a_round_stored_after_the_last_checkpoint_is_not_paid_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after a label round wrote its queries and labels to the store but before the checkpoint that counts
+    them: the resumed run takes the counts from the store, so the label budget holds exactly."""
+    out = tmp_path / "run"
+    config = RLHFConfig(env="CartPole-v1", labels=24, total_steps=4096, segment_length=20, label_rounds=4,
+                        label_phase=0.5, eval_episodes=2, out=out)  # fmt: skip
+    real_save = loop_module._save
+
+    def crash_after_the_second_round(out: Path, state: Any, learned_reward: Any, loop: Any) -> None:
+        if loop.round >= 2:
+            raise KeyboardInterrupt  # the checkpoint of the second round is never written
+        real_save(out, state, learned_reward, loop)
+
+    monkeypatch.setattr(loop_module, "_save", crash_after_the_second_round)
+    with pytest.raises(KeyboardInterrupt):
+        run_rlhf(config)
+    monkeypatch.setattr(loop_module, "_save", real_save)
+    store = PreferenceStore(out / "prefs.sqlite")
+    assert torch.load(out / "checkpoint.pt")["loop"]["round"] < 2 and len(store.effective_labels()) < 24
+    summary = run_rlhf(RLHFConfig.cli_default(None, None, str(out)))
+    assert summary["labels_used"] == 24 and len(store.effective_labels()) == 24
