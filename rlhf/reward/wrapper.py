@@ -130,10 +130,6 @@ class LearnedReward:
         self.model.train(was_training)
         return (member_rewards.mean(dim=0) - absorbing_reward).cpu().numpy()
 
-    def reset_stats(self) -> None:
-        """Forget the running statistics (after retraining changed the reward scale a lot)."""
-        self.stats = RunningMeanStd(())
-
     def state_dict(self) -> dict[str, Any]:
         """The running statistics, as plain JSON-able values (the model is saved with ``save_reward_model``)."""
         return {"stats": self.stats.state_dict(), "epsilon": self.epsilon}

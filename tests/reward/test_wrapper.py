@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from baselines.common.errors import ConfigError
+from baselines.common.normalization import RunningMeanStd
 from baselines.ppo import Rollout
 from rlhf.reward import (
     LearnedReward,
@@ -63,7 +64,7 @@ def test_rewards_are_divided_by_a_running_rms_without_a_mean_shift() -> None:
     # A reward that is mostly an offset (CartPole's "still alive") stays near 1 per step instead of being divided
     # by its small spread.
     offset = 5.0 + 0.01 * centered
-    learned.reset_stats()
+    learned.stats = RunningMeanStd(())
     learned.stats.update(offset.reshape(-1).astype(np.float64))
     assert 0.9 < float(np.mean(offset / learned.scale)) < 1.001
     stats = learned.state_dict()
