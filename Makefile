@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: the pinned release is a CPU build on these machines; an unpinned one pulls CUDA (GBs).
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	# The bench extra (Stable-Baselines3) too: mypy checks the side-by-side benchmarks against it.
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench]"
+	# The bench extra (Stable-Baselines3) too: mypy checks the side-by-side benchmarks against it; postgres: the
+	# store's PostgreSQL tests (they run when RLHF_TEST_POSTGRES_URL names a server, as in .ci/run).
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench,postgres]"
 	touch $(STAMP)
 
 lint: setup
