@@ -63,10 +63,20 @@ def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_loop_learns_cartpole_from_few_labels(tmp_path: Path) -> None:
-    config = RLHFConfig(env="CartPole-v1", labels=60, total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
-    summary = run_rlhf(config)
-    assert summary["eval_return_mean"] >= 300.0
-    assert summary["reward_return_correlation"] > 0.5
+    """60 labels, 60k steps, three seeds, two of which must reach 300 (a random policy scores ~20).
+
+    One seed is a coin that rounding flips: another CPU's rounding changes a run as a new seed does, and one seed
+    of 16 stayed below 300 here (seeds 0-15: 500 on 15, 185 on seed 9; at 40k steps 2 of 16 stayed below). Two of
+    three fail together about once in a hundred CPUs; every reward model must still track the true return.
+    """
+    returns = []
+    for seed in (0, 1, 2):
+        config = RLHFConfig(env="CartPole-v1", labels=60, total_steps=60_000, eval_every=60_000, seed=seed,
+                            out=tmp_path / str(seed))  # fmt: skip
+        summary = run_rlhf(config)
+        returns.append(summary["eval_return_mean"])
+        assert summary["reward_return_correlation"] > 0.5, (seed, summary)
+    assert sum(r >= 300.0 for r in returns) >= 2, returns
 
 
 def test_interrupted_run_resumes_from_store_and_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
