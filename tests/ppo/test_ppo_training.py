@@ -49,11 +49,16 @@ def test_rollout_records_true_transitions_across_episode_ends() -> None:
 
 
 @pytest.mark.slow
-def test_cartpole_learns_with_fixed_seed(tmp_path: Path) -> None:
-    summary = train_ppo(
-        PPOConfig.defaults_for("CartPole-v1", total_steps=40_000, eval_every=40_000, out=tmp_path / "r")
-    )
-    assert summary["eval_return_mean"] >= 300.0
+def test_cartpole_learns_with_fixed_seeds(tmp_path: Path) -> None:
+    """40k steps on three seeds, two of which must reach 300 (random: ~20). Seeds 1-22 gave 400-500 on 20, 321 on
+    one and 127 on one: a single seed is a coin that another CPU's rounding could flip; two of three failing is
+    rare."""
+    summaries = [
+        train_ppo(PPOConfig.defaults_for("CartPole-v1", total_steps=40_000, eval_every=40_000, seed=seed, out=out))
+        for seed, out in ((0, tmp_path / "r"), (1, tmp_path / "r1"), (2, tmp_path / "r2"))
+    ]
+    assert sum(s["eval_return_mean"] >= 300.0 for s in summaries) >= 2, [s["eval_return_mean"] for s in summaries]
+    summary = summaries[0]
     assert summary["env_steps"] >= 40_000
     for name in ("config.json", "metrics.jsonl", "summary.json", "report.html", "checkpoint.pt"):
         assert (tmp_path / "r" / name).exists()
