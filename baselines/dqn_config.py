@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 
-from baselines.common.config import flag, read_config_file, resolve_resume, resume_default
+from baselines.common.config import cli_default, flag, resolve_resume
 from baselines.common.envs import make_env
 from baselines.common.errors import check, check_device, check_seed
 from baselines.common.runs import default_run_dir
@@ -185,22 +185,13 @@ class DQNConfig:
 
     @classmethod
     def defaults_for(cls, env: str, **overrides: Any) -> DQNConfig:
-        """GENERIC, then the env's row of ENV_DEFAULTS, then the values in ``overrides["config"]`` (a JSON file,
-        if given), then ``overrides``. Unknown fields in the file raise ConfigError naming them."""
-        config_file = overrides.get("config")
-        file_values = read_config_file(cls, Path(config_file)) if config_file is not None else {}
-        for key in ("env", "out", "resume", "config"):  # a run's config.json may serve as a config file
-            file_values.pop(key, None)
-        return cls(env=env, **{**GENERIC, **ENV_DEFAULTS.get(env, {}), **file_values, **overrides})
+        """GENERIC, then the env's row of ENV_DEFAULTS, then ``overrides``."""
+        return cls(env=env, **{**GENERIC, **ENV_DEFAULTS.get(env, {}), **overrides})
 
     @classmethod
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> DQNConfig:
-        """The instance the CLI shows and overrides: a resumed run's config, or the env's row (+ a config file)."""
-        if resume is not None:
-            return resume_default(cls, Path(resume))
-        file_env = read_config_file(cls, Path(config_file)).get("env") if config_file else None
-        config = {"config": Path(config_file)} if config_file else {}
-        return cls.defaults_for(env or file_env or cls.env, **config)
+        """The default instance the CLI shows and overrides (``baselines.common.config.cli_default``)."""
+        return cli_default(cls, env, config_file, resume)
 
     def resolved(self) -> DQNConfig:
         """Validated, with the run folder filled in; a resume takes the saved config (changing only what may)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from baselines.common.config import flag, read_config_file, resume_default
+from baselines.common.config import cli_default, flag
 from baselines.common.envs import check_env_id
 from baselines.common.errors import check, check_device, check_seed
 
@@ -178,12 +178,8 @@ class PPOConfig:
 
     @classmethod
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> PPOConfig:
-        """The default instance the CLI shows and overrides: a resumed run's config, a file, or the env's row."""
-        if resume is not None:
-            return resume_default(cls, Path(resume))
-        file_values = read_config_file(cls, Path(config_file)) if config_file else {}
-        env_id = env or file_values.get("env") or cls.env
-        return cls.defaults_for(env_id, **{k: v for k, v in file_values.items() if k != "env"})
+        """The default instance the CLI shows and overrides (``baselines.common.config.cli_default``)."""
+        return cli_default(cls, env, config_file, resume)
 
     @property
     def rollout_steps(self) -> int:

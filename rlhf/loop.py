@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
-from baselines.common.config import read_config_file, resolve_resume, resume_default
+from baselines.common.config import cli_default, read_config_file, resolve_resume
 from baselines.common.errors import ConfigError, check
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.progress import progress_bar
@@ -134,10 +134,8 @@ class RLHFConfig:
 
     @classmethod
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> RLHFConfig:
-        if resume is not None:
-            return resume_default(cls, Path(resume))
-        values = read_config_file(cls, Path(config_file)) if config_file else {}
-        return cls(**{**values, **({"env": env} if env else {})})
+        """The default instance the CLI shows and overrides (``baselines.common.config.cli_default``)."""
+        return cli_default(cls, env, config_file, resume)
 
     @property
     def resolved_label_phase(self) -> float:

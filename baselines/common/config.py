@@ -16,11 +16,9 @@ from baselines.common.errors import ConfigError
 
 Config = TypeVar("Config")
 
-# Fields a resumed run may change: where it writes and logs, how long it runs, how often it evaluates and saves,
-# and where it computes. Everything else would make the continued run a different experiment.
-RESUMABLE_FIELDS = frozenset(
-    {"total_steps", "out", "resume", "config", "track", "device", "torch_threads", "eval_every", "checkpoint_every"}
-)
+# Fields a resumed run may change: how long it runs, how often it evaluates and saves, where it computes and whether
+# it logs to wandb (where it writes is the folder it resumes). Anything else would make it a different experiment.
+RESUMABLE_FIELDS = frozenset({"total_steps", "track", "device", "torch_threads", "eval_every", "checkpoint_every"})
 
 
 def read_config_file(cls: type[Any], path: Path) -> dict[str, Any]:
@@ -69,6 +67,31 @@ def _field_adapters(cls: type[Any]) -> dict[str, TypeAdapter[Any]]:
     return _ADAPTERS[cls]
 
 
+# Where a run was written, not what it was: a run's config.json used as --config FILE must not carry these along.
+_RUN_PLACE_FIELDS = ("out", "resume", "config")
+
+
+def cli_default(cls: type[Config], env: str | None, config_file: str | None, resume: str | None) -> Config:
+    """The instance the CLI shows and flags override, for every trainer: with ``--resume DIR`` the run's saved
+    config; else the env's defaults (``cls.defaults_for(env, **values)`` where the class has per-env tables),
+    under the values of ``--config FILE`` (a tuner's best config, or another run's config.json: where that run was
+    written is left out). The env is ``--env``, else the file's, else the class default."""
+    if resume is not None:
+        return resume_default(cls, Path(resume))
+    values = read_config_file(cls, Path(config_file)) if config_file else {}
+    for name in _RUN_PLACE_FIELDS:
+        values.pop(name, None)
+    env_id = env or values.pop("env", None) or getattr(cls, "env")  # noqa: B009 (a generic config dataclass)
+    values.pop("env", None)
+    if config_file and "config" in {field.name for field in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        values["config"] = Path(config_file)
+    if hasattr(cls, "defaults_for"):  # per-env tables
+        config: Config = getattr(cls, "defaults_for")(env_id, **values)  # noqa: B009
+        return config
+    factory: Any = cls
+    return factory(env=env_id, **values)
+
+
 def resume_default(cls: type[Config], folder: Path) -> Config:
     """What ``--resume DIR`` starts from: the run's saved config, continuing in ``folder``."""
     saved = read_config_file(cls, folder / "config.json")
@@ -77,30 +100,26 @@ def resume_default(cls: type[Config], folder: Path) -> Config:
 
 def resolve_resume(config: Config, extra_resumable: Iterable[str] = ()) -> Config:
     """The config a resumed run (``config.resume`` set) continues with: its saved ``config.json``, with the fields
-    a resume may change (``RESUMABLE_FIELDS`` and ``extra_resumable``) taken from ``config`` where it sets them.
+    a resume may change (``RESUMABLE_FIELDS`` and ``extra_resumable``) taken from ``config``.
 
-    A field counts as set when it differs from the saved value and from the field's default (``--resume DIR``
-    shows the saved config as the defaults, and code may pass only what it changes). Any other field set to a
-    new value is a ConfigError naming its flag: the continued run must be the same experiment.
+    ``config`` is the saved config with the user's changes (the CLI shows the saved config as the defaults;
+    code starts from :func:`resume_default` and replaces what it changes). Any other field that differs from the
+    saved value is a ConfigError naming its flag: the continued run must be the same experiment.
     """
     folder = getattr(config, "resume")  # noqa: B009 (a generic config dataclass)
     assert folder is not None
     cls: type[Any] = type(config)
     saved = read_config_file(cls, Path(folder) / "config.json")
     resumable = RESUMABLE_FIELDS | set(extra_resumable)
-    given: dict[str, Any] = {}
-    changed = []
-    for field in dataclasses.fields(cls):
-        value = getattr(config, field.name)
-        if field.name not in saved or value == saved[field.name] or value == field.default:
-            continue
-        if field.name in resumable:
-            given[field.name] = value
-        else:
-            changed.append(field.name)
+    fixed = [name for name in saved if name not in resumable and name not in _RUN_PLACE_FIELDS]
+    changed = [name for name in fixed if getattr(config, name) != saved[name]]
+    out = getattr(config, "out", None)
+    if out is not None and Path(out).resolve() != Path(folder).resolve():
+        changed.append("out")  # a resumed run goes on in its own folder
     if changed:
         flags = ", ".join(flag(name) for name in changed)
         raise ConfigError(f"--resume continues {folder} with its saved config; drop {flags} (saved values differ)")
+    given = {name: getattr(config, name) for name in resumable if name in saved}
     continuing = {"resume": Path(folder), "out": Path(folder)} | ({"config": None} if "config" in saved else {})
     resumed: Config = cls(**{**saved, **given, **continuing})
     return resumed

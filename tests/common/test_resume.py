@@ -25,12 +25,11 @@ def test_resume_takes_the_saved_config_and_only_resumable_changes(tmp_path: Path
     out, saved = _saved_run(tmp_path)
     shown = resume_default(PPOConfig, out)  # what `--resume DIR` shows as defaults
     assert shown == dataclasses.replace(saved, resume=out)
-    # Code that passes only what it changes: fields left at the class default mean "as saved".
-    resumed = resolve_resume(PPOConfig(resume=out, total_steps=8192, eval_every=1024))
-    assert resumed == dataclasses.replace(saved, resume=out, total_steps=8192, eval_every=1024)
-    # The command line: the saved config as defaults, flags on top.
-    resumed = resolve_resume(dataclasses.replace(shown, total_steps=8192, track=True))
-    assert (resumed.total_steps, resumed.track, resumed.learning_rate, resumed.env) == (8192, True, 5e-4, "Pendulum-v1")
+    # The command line (and code): the saved config as defaults, changes on top.
+    resumed = resolve_resume(dataclasses.replace(shown, total_steps=8192, eval_every=1024, track=True))
+    assert resumed == dataclasses.replace(saved, resume=out, total_steps=8192, eval_every=1024, track=True)
+    # A value that happens to be the class default still counts (100_000 is PPOConfig's default total_steps).
+    assert resolve_resume(dataclasses.replace(shown, total_steps=100_000)).total_steps == 100_000
 
 
 def test_resume_refuses_to_change_the_experiment(tmp_path: Path) -> None:
@@ -38,8 +37,19 @@ def test_resume_refuses_to_change_the_experiment(tmp_path: Path) -> None:
     shown = resume_default(PPOConfig, out)
     with pytest.raises(ConfigError, match=r"drop --gamma, --hidden-sizes \(saved values differ\)"):
         resolve_resume(dataclasses.replace(shown, gamma=0.5, hidden_sizes=(8,), total_steps=9000))
-    with pytest.raises(ConfigError, match="drop --learning-rate"):
-        resolve_resume(PPOConfig(resume=out, learning_rate=0.1))
+    with pytest.raises(ConfigError, match="drop --learning-rate"):  # back to the class default is a change too
+        resolve_resume(dataclasses.replace(shown, learning_rate=PPOConfig.learning_rate))
+    with pytest.raises(ConfigError, match="drop --out"):
+        resolve_resume(dataclasses.replace(shown, out=tmp_path / "elsewhere"))
+    assert resolve_resume(dataclasses.replace(shown, out=out.absolute())).out == out  # the same folder
+
+
+def test_a_run_config_used_as_a_config_file_leaves_its_folder_behind(tmp_path: Path) -> None:
+    out, _ = _saved_run(tmp_path)
+    (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()), "resume": str(out)}))
+    shown = PPOConfig.cli_default(None, str(out / "config.json"), None)
+    assert (shown.env, shown.learning_rate, shown.out, shown.resume) == ("Pendulum-v1", 5e-4, None, None)
+    assert shown.config == out / "config.json"
 
 
 def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.common.config import resume_default
 from baselines.common.errors import ConfigError
 from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec
 from baselines.common.replay import ReplayBuffer
@@ -300,20 +301,20 @@ def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
     assert not (out / "summary.json").exists()
     with pytest.raises(ConfigError, match="unfinished run; continue it with --resume"):
         train_dqn(config)
-    summary = train_dqn(DQNConfig(resume=out))
+    summary = train_dqn(resume_default(DQNConfig, out))
     assert summary["resumed_from_step"] == 1000 and summary["env_steps"] == 1500
     assert summary["gradient_steps"] == (1500 // 50 - 2) * 5  # bursts from step 150 on, none lost or repeated
     eval_steps = [row["step"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                   if "eval/return_mean" in row]  # fmt: skip
     assert eval_steps == [500, 1000, 1500]
     with pytest.raises(ConfigError, match="already ran 1500 steps"):
-        train_dqn(DQNConfig(resume=out))
+        train_dqn(resume_default(DQNConfig, out))
     shown = DQNConfig.cli_default(None, None, str(out))  # what `rlhf dqn --resume DIR` starts from
     assert (shown.resume, shown.out, shown.total_steps, shown.hidden_sizes) == (out, out, 1500, (16, 16))
     more = train_dqn(dataclasses.replace(shown, total_steps=1800))  # `--resume DIR --total-steps 1800`
     assert more["resumed_from_step"] == 1500 and more["env_steps"] == 1800
     with pytest.raises(ConfigError, match="drop --learning-rate"):
-        DQNConfig(resume=out, learning_rate=0.5).resolved()
+        dataclasses.replace(resume_default(DQNConfig, out), learning_rate=0.5).resolved()
 
 
 def test_continuous_actions_are_refused_before_anything_is_written(tmp_path: Path) -> None:
@@ -331,7 +332,7 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
     (out / "config.json").write_text(json.dumps({**config, "total_steps": 600}))
     (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="corrupt") as info:
-        train_dqn(DQNConfig(resume=out))
+        train_dqn(resume_default(DQNConfig, out))
     assert "\n" not in str(info.value)
 
 
@@ -340,17 +341,15 @@ def test_unknown_hyperparameter_in_a_config_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"learning_rate": 1e-3, "learnig_starts": 5}))
     with pytest.raises(ConfigError, match=r"unknown hyperparameter.*learnig_starts"):
         DQNConfig.cli_default(None, str(path), None)
-    with pytest.raises(ConfigError, match="learnig_starts"):
-        DQNConfig.defaults_for("CartPole-v1", config=path)
 
 
 def test_config_file_values_apply_between_env_defaults_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "best.json"
     path.write_text(json.dumps({"learning_rate": 1e-3, "batch_size": 32, "hidden_sizes": [32, 32]}))
-    cfg = DQNConfig.defaults_for("Acrobot-v1", config=path, batch_size=16)
+    cfg = DQNConfig.cli_default("Acrobot-v1", str(path), None)  # `rlhf dqn --env Acrobot-v1 --config best.json`
     assert (cfg.learning_rate, cfg.batch_size, cfg.hidden_sizes, cfg.target_update_interval) == (
         1e-3,
-        16,
+        32,
         (32, 32),
         250,
     )
