@@ -215,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         out = getattr(locals().get("config"), "out", None)
-        hint = f"; continue with: rlhf {command} --resume {out}" if out is not None and command in RESUMABLE else ""
+        resumable = out is not None and command in RESUMABLE and (Path(out) / "checkpoint.pt").exists()
+        hint = f"; continue with: rlhf {command} --resume {out}" if resumable else ""
         print(f"\nrlhf {command}: interrupted{hint}", file=sys.stderr)
         return 130
     print(_headline(summary))

@@ -274,6 +274,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         store.bind_env(cfg.env, obs_shape, describe_action_space(action_space), segment_length)
     except ConfigError:
         envs.close()
+        store.close()
         raise
     teacher = cfg.make_teacher()
     labeler_id = store.get_or_create_labeler(f"teacher:{teacher.name}").id if teacher is not None else -1
@@ -389,6 +390,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
             eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
     finally:
         envs.close()
+        store.close()
     wall = time.perf_counter() - start_time
     accuracy = next((h["reward/val_accuracy"] for h in reversed(loop.history) if "reward/val_accuracy" in h), None)
     summary = {

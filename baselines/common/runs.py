@@ -89,14 +89,30 @@ class RunFolder:
             raise ConfigError(
                 f"{path} holds an unfinished run; continue it with --resume {path} or choose another --out"
             )
+        if (path / "metrics.jsonl").exists() or (path / "config.json").exists():
+            raise ConfigError(
+                f"{path} holds a run stopped before its first checkpoint (nothing to resume); delete the folder or "
+                "choose another --out"
+            )
 
     def drop_metrics_after(self, step: int) -> None:
-        """Keep only the ``metrics.jsonl`` rows up to ``step`` (atomically: a crash leaves the old file or the new)."""
+        """Keep only the ``metrics.jsonl`` rows up to ``step``, and drop a torn last line (a crash mid-write).
+
+        Atomic: a crash leaves the old file or the new. A damaged line elsewhere is a ConfigError, not data to drop.
+        """
         if not self.metrics_path.exists():
             return
-        lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and _row_step(line) <= step]
-        if len(kept) == len(lines):
+        *complete, torn = self.metrics_path.read_text().split("\n")  # ``torn`` is "" after a whole last row
+        kept = []
+        for number, line in enumerate(complete, start=1):
+            try:
+                row_step = json.loads(line)["step"] if line.strip() else None
+            except (json.JSONDecodeError, KeyError, TypeError):
+                message = f"line {number} of {self.metrics_path} is not a metrics row; repair or remove it"
+                raise ConfigError(message) from None
+            if row_step is not None and row_step <= step:
+                kept.append(line)
+        if len(kept) == len(complete) and not torn:
             return
         tmp = self.metrics_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
@@ -127,14 +143,6 @@ class RunFolder:
             return []
         with self.metrics_path.open() as f:
             return [json.loads(line) for line in f if line.strip()]
-
-
-def _row_step(line: str) -> float:
-    """The step of one metrics row; a torn last line (a crash mid-write) counts as after every step."""
-    try:
-        return float(json.loads(line)["step"])
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
 
 
 def _wandb_mode() -> str:

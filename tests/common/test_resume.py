@@ -53,7 +53,10 @@ def test_a_run_config_used_as_a_config_file_leaves_its_folder_behind(tmp_path: P
 
 
 def test_a_new_run_refuses_a_folder_that_holds_one(tmp_path: Path) -> None:
-    out, saved = _saved_run(tmp_path)
+    out = tmp_path / "run"
+    saved = PPOConfig.defaults_for("Pendulum-v1", out=out)
+    RunFolder.create(out, saved)  # an empty folder is fine
+    (out / "config.json").unlink()
     (out / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match="holds an unfinished run; continue it with --resume"):
         RunFolder.create(out, saved)
@@ -71,3 +74,14 @@ def test_resuming_drops_the_rows_logged_after_the_checkpoint(tmp_path: Path) -> 
     assert [row["step"] for row in folder.read_metrics()] == [256, 512, 768, 768]
     folder.drop_metrics_after(10_000)  # nothing after: the file is left as it is
     assert [row["step"] for row in folder.read_metrics()] == [256, 512, 768, 768]
+    (out / "metrics.jsonl").write_text('{"step": 256}\nnot json\n{"step": 512}\n')  # damage, not a torn end
+    with pytest.raises(ConfigError, match=r"line 2 of .* is not a metrics row"):
+        folder.drop_metrics_after(256)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # nothing dropped
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_not_mixed_into(tmp_path: Path) -> None:
+    out, saved = _saved_run(tmp_path)  # config.json written, no checkpoint yet
+    (out / "metrics.jsonl").write_text('{"step": 256}\n')
+    with pytest.raises(ConfigError, match="stopped before its first checkpoint"):
+        RunFolder.create(out, saved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,13 @@ def test_store_from_another_env_is_refused(tmp_path: Path) -> None:
     before = (out / "config.json").read_text()
     with pytest.raises(ConfigError, match="holds an unfinished run; continue it with --resume"):
         run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=out))
-    (out / "checkpoint.pt").unlink()  # only the store of CartPole segments is left
-    with pytest.raises(ConfigError, match="holds CartPole-v1 segments, not Acrobot-v1"):
-        run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=out))
     assert (out / "config.json").read_text() == before  # nothing rewritten
+    (out / "checkpoint.pt").unlink()  # stopped before its first checkpoint
+    with pytest.raises(ConfigError, match="stopped before its first checkpoint"):
+        run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=out))
+    workspace = tmp_path / "workspace"  # only a store of CartPole segments, e.g. a labeling workspace
+    workspace.mkdir()
+    shutil.copy(out / "prefs.sqlite", workspace / "prefs.sqlite")
+    with pytest.raises(ConfigError, match="holds CartPole-v1 segments, not Acrobot-v1"):
+        run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=workspace))
+    assert sorted(p.name for p in workspace.iterdir()) == ["prefs.sqlite"]  # nothing written
