@@ -451,14 +451,15 @@ class Recorder:
             self.bar.update(step - self.bar.n)
             if self.recent_returns:
                 self.bar.set_postfix(train_return=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+        evaluated = step >= self.next_eval
+        if evaluated:  # logged before the checkpoint, so a run killed in between logs it again on resume
+            self.evaluate()
+            self.next_eval += cfg.eval_every
         if step >= self.next_checkpoint:
             self.save_checkpoint()
             self.next_checkpoint += self.checkpoint_every
-        if step >= self.next_eval:
-            self.evaluate()
-            self.next_eval += cfg.eval_every
-            if on_eval is not None:
-                on_eval(step, float(self.eval_returns.mean()))
+        if evaluated and on_eval is not None:
+            on_eval(step, float(self.eval_returns.mean()))
 
     def evaluate(self) -> None:
         cfg, self.eval_step = self.state.config, self.state.counters.global_step
@@ -482,16 +483,17 @@ def write_report(folder: RunFolder, cfg: DQNConfig, summary: dict[str, Any]) -> 
         f"eval return {summary['eval_return_mean']:.1f} +- {summary['eval_return_std']:.1f} over "
         f"{summary['eval_episodes']} episodes.",
     )
+    rows, td_loss = folder.read_metrics(), "TD loss (Huber, mean over each logging window)"
+    report.returns_figure(rows, "Episodic return (training episodes; greedy evaluations)")
     panels = [
-        ("Episodic return (training episodes; greedy evaluations)", ["charts/episodic_return", "eval/return_mean"]),
-        ("TD loss (Huber, mean over each logging window) (log)", ["losses/td_loss"]),
+        (td_loss, ["losses/td_loss"]),
         ("Q(s, a) of replayed transitions (mean)", ["losses/q_values"]),
         ("Epsilon", ["charts/epsilon"]),
         ("Learning rate", ["charts/learning_rate"]),
         ("Steps per second", ["charts/SPS"]),
         ("Importance-weight exponent beta", ["charts/per_beta"]),
     ]
-    report.metric_panels(folder.read_metrics(), panels)
+    report.metric_panels(rows, panels, log_y=[td_loss])
     report.heading("Config")
     report.table(["field", "value"], [[k, str(v)] for k, v in dataclasses.asdict(cfg).items()])
     report.write(folder.report_path)

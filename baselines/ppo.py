@@ -464,8 +464,8 @@ def write_report(folder: RunFolder, summary: dict[str, Any]) -> None:
         f"({summary['steps_per_second']:.0f} steps/s); final eval return {summary['eval_return_mean']:.1f} "
         f"+- {summary['eval_return_std']:.1f} over {summary['eval_episodes']} episodes.",
     )
+    report.returns_figure(rows, "Episodic return (mean of the episodes ended in each rollout; evaluations)")
     panels = [
-        ("Episodic return", ["charts/episodic_return", "eval/return_mean"]),
         ("Losses", ["losses/policy_loss", "losses/value_loss"]),
         ("Entropy", ["losses/entropy"]),
         ("Approx KL and clip fraction", ["losses/approx_kl", "losses/clipfrac"]),

@@ -526,13 +526,7 @@ def write_report(
         f"{summary['wall_seconds']:.1f} s. Final true eval return {summary['eval_return_mean']}.",
     )
 
-    fig = go.Figure()
-    for i, (key, name) in enumerate([("charts/episodic_return", "training episodes"), ("eval/return_mean", "eval")]):
-        xs, ys = metric_series(rows, key)
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers" if "eval" in key else "lines",
-                                 line={"color": color(i)}))  # fmt: skip
-    fig.update_layout(title="True return of the RLHF policy", xaxis_title="env steps", yaxis_title="true return")
-    report.figure(fig)
+    report.returns_figure(rows, "True return of the RLHF policy (training rollouts; evaluations)")
     xs, ys = metric_series(rows, "labels/total")
     report.figure(go.Figure(go.Scatter(x=xs, y=ys, mode="lines")).update_layout(
         title="Labels collected", xaxis_title="env steps", yaxis_title="labels"))  # fmt: skip

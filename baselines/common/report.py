@@ -7,7 +7,7 @@ No CDN: the page must open on an offline machine. plotly is imported where a fig
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,11 +148,35 @@ class Report:
             f"<h1>{html.escape(self.title)}</h1>{subtitle}{''.join(self._parts)}</body></html>"
         )
 
+    def returns_figure(self, rows: Sequence[Mapping[str, Any]], title: str = "Episodic return") -> None:
+        """Training returns (each logged value, and a mean of 20) and evaluations (mean +- std) over env steps."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        steps, returns = metric_series(rows, "charts/episodic_return")
+        if len(steps):
+            marker = {"color": color(0), "size": 4}
+            fig.add_trace(go.Scatter(x=steps, y=returns, mode="markers", name="training", opacity=0.3, marker=marker))
+            fig.add_trace(
+                go.Scatter(x=steps, y=smooth(returns, 20), name="training (mean of 20)", line={"color": color(0)})
+            )
+        eval_steps, eval_mean = metric_series(rows, "eval/return_mean")
+        if len(eval_steps):
+            eval_std = metric_series(rows, "eval/return_std")[1]
+            error = {"type": "data", "array": eval_std} if len(eval_std) == len(eval_mean) else None
+            fig.add_trace(go.Scatter(x=eval_steps, y=eval_mean, name="evaluation (mean +- std)", mode="lines+markers",
+                                     error_y=error, line={"color": color(1)}))  # fmt: skip
+        fig.update_layout(title=title, xaxis_title="env steps", yaxis_title="return", height=420)
+        self.figure(fig)
+
     def metric_panels(
-        self, rows: Sequence[Mapping[str, Any]], panels: Sequence[tuple[str, Sequence[str]]], first_color: int = 0
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        panels: Sequence[tuple[str, Sequence[str]]],
+        log_y: Collection[str] = (),
     ) -> None:
         """One line chart per ``(title, metric keys)`` over the rows' ``step`` (evaluations drawn with markers);
-        a panel whose keys were never logged is left out. A title ending in "(log)" gets a log y-axis."""
+        a panel whose keys were never logged is left out. Panels whose title is in ``log_y`` get a log y-axis."""
         import plotly.graph_objects as go
 
         for title, keys in panels:
@@ -161,13 +185,10 @@ class Report:
                 steps, values = metric_series(rows, key)
                 if len(steps):
                     mode = "lines+markers" if key.startswith("eval/") else "lines"
-                    line = {"color": color(first_color + offset)}
-                    fig.add_trace(go.Scatter(x=steps, y=values, name=key, mode=mode, line=line))
+                    fig.add_trace(go.Scatter(x=steps, y=values, name=key, mode=mode, line={"color": color(offset)}))
             if fig.data:
-                log = title.endswith("(log)")
-                fig.update_layout(
-                    title=title, xaxis_title="env steps", yaxis_type="log" if log else "linear", height=360
-                )
+                axis = "log" if title in log_y else "linear"
+                fig.update_layout(title=title, xaxis_title="env steps", yaxis_type=axis, height=360)
                 self.figure(fig)
 
     def write(self, path: Path) -> None:
