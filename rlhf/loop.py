@@ -55,6 +55,7 @@ from rlhf.segments import (
 from rlhf.store import LoopStatus, PreferenceStore
 from rlhf.teachers import SimulatedTeacher, make_teacher
 
+STATUS_EVERY_S = 2.0  # the labeling service's view of the run's progress is at most this old between measurements
 TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal", "human"]
 
 # Per-env settings of the loop (segment length) and of its PPO (overrides of PPO's own table).
@@ -297,15 +298,18 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     loop = LoopState()
     if checkpoint is not None:
         load_state(state, checkpoint["ppo"])
-        model = load_reward_model(out / "reward_model")
+        if (out / "reward_model").exists():  # else it was never trained: the fresh model is the saved state
+            model = load_reward_model(out / "reward_model")
         learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
         learned_reward.load_state_dict(checkpoint["learned_reward"])
         loop = LoopState(**checkpoint["loop"])
         # The store is the record of what was asked and labeled: a round may have queued its pairs and taken its
         # labels after the checkpoint. Counting from the store keeps the label budget exact; such a round is asked
         # again (capped by what is left of the budget), unanswered queries are answered by the next round.
-        loop.labels_used = len(store.effective_labels())
+        loop.labels_used = len(store.effective_labels(include_skips=False))  # as training counts them
         loop.queries = store.stats().queries
+        status = LoopStatus(loop.round, loop.labels_used, cfg.labels, state.global_step, cfg.total_steps)
+        store.record_loop_status(status, rewind_to=state.global_step)  # the admin page's curves, as of then
         rng = np.random.default_rng([cfg.seed, 1, state.global_step])
     folder = RunFolder.create(out, cfg, resume_step=state.global_step if resuming else None)
     reward_fn = as_ppo_reward_fn(learned_reward, actions="env")
@@ -319,6 +323,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     next_eval = next_due(state.global_step, cfg.eval_every)
     eval_returns = np.zeros(0)
     metrics_last: dict[str, float] = {}
+    next_status = 0.0
     try:
         with MetricsLogger(folder, cfg, cfg.track) as logger, progress_bar(cfg.total_steps, f"rlhf {cfg.env}") as bar:
             bar.update(state.global_step)
@@ -369,18 +374,21 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     metrics["eval/return_mean"] = float(eval_returns.mean())
                     metrics["eval/return_std"] = float(eval_returns.std())
                     next_eval += cfg.eval_every
-                store.record_loop_status(
-                    LoopStatus(
-                        loop.round,
-                        loop.labels_used,
-                        cfg.labels,
-                        state.global_step,
-                        cfg.total_steps,
-                        reward_val_accuracy=metrics.get("reward/val_accuracy"),
-                        reward_return_correlation=metrics.get("reward/return_correlation"),
-                        policy_true_return=metrics.get("eval/return_mean"),
+                measured = "reward/val_accuracy" in metrics or "eval/return_mean" in metrics
+                if measured or time.monotonic() >= next_status:  # a write per rollout would cost an fsync each
+                    store.record_loop_status(
+                        LoopStatus(
+                            loop.round,
+                            loop.labels_used,
+                            cfg.labels,
+                            state.global_step,
+                            cfg.total_steps,
+                            reward_val_accuracy=metrics.get("reward/val_accuracy"),
+                            reward_return_correlation=metrics.get("reward/return_correlation"),
+                            policy_true_return=metrics.get("eval/return_mean"),
+                        )
                     )
-                )
+                    next_status = time.monotonic() + STATUS_EVERY_S
                 logger.log(metrics, step=state.global_step)
                 metrics_last = metrics
                 _save(out, state, learned_reward, loop)

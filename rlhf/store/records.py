@@ -358,6 +358,12 @@ class LoopStatus:
         if not all(isinstance(point, LoopPoint) for point in self.history):
             raise StoreError("a loop status's history holds LoopPoint records")
 
+    def rewound(self, env_steps: int | None) -> LoopStatus:
+        """This status without the history points after ``env_steps`` (None: all kept)."""
+        if env_steps is None:
+            return self
+        return replace(self, history=tuple(point for point in self.history if point.env_steps <= env_steps))
+
     def followed_by(self, report: LoopStatus, now: float) -> LoopStatus:
         """This status updated by the loop's next ``report``: counters replaced, measurements the report makes
         replaced and added to the history, the others kept."""

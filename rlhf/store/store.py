@@ -201,18 +201,19 @@ class PreferenceStore:
         stored = self._meta(conn, ENV_KEY)
         return None if stored is None else EnvBinding.from_json(json.loads(stored))
 
-    def record_loop_status(self, report: LoopStatus) -> LoopStatus:
+    def record_loop_status(self, report: LoopStatus, rewind_to: int | None = None) -> LoopStatus:
         """Record what the RLHF loop reports, for the labeling service; returns the status now stored.
 
         Counters replace the stored ones; a measurement the report makes replaces the stored one and joins the
-        history, one it leaves None keeps its last value (see :meth:`LoopStatus.followed_by`).
+        history, one it leaves None keeps its last value (see :meth:`LoopStatus.followed_by`). A resumed run
+        passes ``rewind_to`` (its checkpoint's env steps): the history past it is dropped, as it is redone.
 
         Raises:
             StoreError: the report carries a history (the store keeps it).
         """
         with self._transaction(write=True) as conn:
-            previous = self._loop_status(conn)
-            status = (previous or LoopStatus(0, 0, 0, 0, 0)).followed_by(report, now=self._clock())
+            previous = self._loop_status(conn) or LoopStatus(0, 0, 0, 0, 0)
+            status = previous.rewound(rewind_to).followed_by(report, now=self._clock())
             upsert(conn, meta_table, LOOP_STATUS_KEY, {"value": json.dumps(status.to_json(), allow_nan=False)})
         return status
 

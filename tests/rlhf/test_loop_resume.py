@@ -59,3 +59,30 @@ def test_a_round_stored_after_the_last_checkpoint_is_not_paid_twice(
     assert torch.load(out / "checkpoint.pt")["loop"]["round"] < 2 and len(store.effective_labels()) < 24
     summary = run_rlhf(RLHFConfig.cli_default(None, None, str(out)))
     assert summary["labels_used"] == 24 and len(store.effective_labels()) == 24
+
+
+def test_a_run_whose_reward_model_never_trained_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A skip teacher (or people who have not labeled yet): checkpoints exist, a saved reward model does not."""
+    out = tmp_path / "run"
+    config = RLHFConfig(env="CartPole-v1", teacher="skip", teacher_threshold=1e9, labels=8, total_steps=2048,
+                        segment_length=20, label_rounds=2, label_phase=0.5, eval_episodes=2, out=out)  # fmt: skip
+    real_update = loop_module.ppo_update
+    calls = {"n": 0}
+
+    def interrupt_after_three(*args: Any) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_update(*args)
+
+    monkeypatch.setattr(loop_module, "ppo_update", interrupt_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_rlhf(config)
+    monkeypatch.setattr(loop_module, "ppo_update", real_update)
+    assert (out / "checkpoint.pt").exists() and not (out / "reward_model").exists()
+    summary = run_rlhf(RLHFConfig.cli_default(None, None, str(out)))
+    assert summary["env_steps"] == 2048 and summary["labels_used"] == 0  # skips train nothing
+    status = PreferenceStore(out / "prefs.sqlite").loop_status()
+    assert status is not None and status.env_steps == 2048
+    steps = [point.env_steps for point in status.history]
+    assert steps == sorted(set(steps))  # the redone steps are not in the history twice

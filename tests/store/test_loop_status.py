@@ -102,3 +102,15 @@ def test_a_damaged_stored_status_is_one_clear_error(tmp_path: Path, stored: str)
             conn.execute(update(meta_table).where(meta_table.c.key == LOOP_STATUS_KEY).values(value=stored))
         with pytest.raises(StoreError, match=r"loop status .* is malformed"):
             store.loop_status()
+
+
+def test_a_resumed_run_rewinds_the_history_to_its_checkpoint(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        for steps in (100, 200, 300):
+            store.record_loop_status(_report(1, 10, steps, policy_true_return=-float(steps)))
+        status = store.record_loop_status(_report(1, 10, 200), rewind_to=200)  # resumed from step 200
+        assert [point.env_steps for point in status.history] == [100, 200]
+        assert status.env_steps == 200
+        status = store.record_loop_status(_report(1, 12, 300, policy_true_return=-1.0))
+        assert [point.env_steps for point in status.history] == [100, 200, 300]
+        assert status.history[-1].policy_true_return == -1.0
