@@ -329,8 +329,7 @@ def ppo_update(state: PPOState, rollout: Rollout, autograd: bool = False) -> dic
                 minibatch = tuple(column[torch.from_numpy(idx) if use_autograd else idx] for column in columns)
             stats = gradients(agent, cfg, state.clip_range, minibatch, full_batch)
             sums[:-1] += stats
-            sums[-1] += agent.params.clip_grad_norm(cfg.max_grad_norm)
-            state.optimizer.step()
+            sums[-1] += state.optimizer.clipped_step(cfg.max_grad_norm)
             count += 1
             if cfg.max_kl is not None and stats[3] > cfg.max_kl:  # approx KL
                 stopped_early = True
