@@ -47,7 +47,7 @@ from rlhf.store.records import UNDO
 if TYPE_CHECKING:
     from rlhf.store.engine import Transactions
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: queries count their labels (labels_done); 3: the loop's status is a record in the meta table
 MAX_KEY_LENGTH = 200
 """Longest idempotency key."""
 SCHEMA_KEY = "rlhf.schema_version"
@@ -179,8 +179,8 @@ def check_version(conn: Connection, where: str) -> None:
     stored = conn.execute(select(meta_table.c.value).where(meta_table.c.key == SCHEMA_KEY)).scalar()
     if stored is None:
         upsert(conn, meta_table, SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
-    elif json.loads(stored) == 1:
-        _migrate_from_1(conn)
+    elif json.loads(stored) in (1, 2):
+        _migrate(conn, json.loads(stored))
     elif json.loads(stored) != SCHEMA_VERSION:
         raise ConfigError(
             f"the preference store at {where} has schema version {stored}; this code reads version "
@@ -188,13 +188,18 @@ def check_version(conn: Connection, where: str) -> None:
         )
 
 
-def _migrate_from_1(conn: Connection) -> None:
-    """Schema 1 -> 2: queries gain ``labels_done`` (counted from the labels) and the open-queries index."""
-    columns = {column["name"] for column in inspect(conn).get_columns(queries_table.name)}
-    if "labels_done" not in columns:
-        conn.execute(text(f"ALTER TABLE {queries_table.name} ADD COLUMN labels_done INTEGER NOT NULL DEFAULT 0"))
-    conn.execute(update(queries_table).values(labels_done=effective_count(queries_table)))
-    open_index.create(conn, checkfirst=True)
+def _migrate(conn: Connection, version: int) -> None:
+    """Schema 1 -> 2: queries gain ``labels_done`` (counted from the labels) and the open-queries index.
+    2 -> 3: the loop's status moved from the ``rlhf_status`` table to the meta table (a status record, see
+    ``LoopStatus``); the old table goes, and with the version an older server refuses the store instead of
+    showing no status."""
+    if version == 1:
+        columns = {column["name"] for column in inspect(conn).get_columns(queries_table.name)}
+        if "labels_done" not in columns:
+            conn.execute(text(f"ALTER TABLE {queries_table.name} ADD COLUMN labels_done INTEGER NOT NULL DEFAULT 0"))
+        conn.execute(update(queries_table).values(labels_done=effective_count(queries_table)))
+        open_index.create(conn, checkfirst=True)
+    conn.execute(text("DROP TABLE IF EXISTS rlhf_status"))
     upsert(conn, meta_table, SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
 
 

@@ -67,7 +67,7 @@ def test_the_listing_names_every_command_with_its_summary(capsys: pytest.Capture
     ("argv", "message"),
     [
         ([], "the following arguments are required: COMMAND"),
-        (["bogus"], "invalid choice: 'bogus' (choose from 'bandit', 'tabular',"),
+        (["bogus"], "invalid choice: 'bogus' (choose from "),  # later Pythons leave the choices unquoted
         (["--no-such-flag"], "the following arguments are required: COMMAND"),
     ],
 )

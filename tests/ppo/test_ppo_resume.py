@@ -18,6 +18,7 @@ ARGS = ["ppo", "--env", "CartPole-v1", "--total-steps", str(TOTAL), "--checkpoin
         "--eval-every", "4096", "--eval-episodes", "2"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_interrupted_ppo_resumes_with_each_step_logged_once(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"

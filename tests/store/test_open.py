@@ -136,9 +136,25 @@ def test_schema_1_store_is_migrated_with_counted_labels(tmp_path: Path) -> None:
     with PreferenceStore(path) as store:
         assert [query.id for query in store.pending_queries()] == pending_before
         assert pending_before == [query_ids[3], query_ids[2], query_ids[1]]
-        assert store.get_meta("rlhf.schema_version") == 2
+        assert store.get_meta("rlhf.schema_version") == 3
     with sqlite3.connect(path) as conn:
         done = dict(conn.execute("SELECT id, labels_done FROM rlhf_queries").fetchall())
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert [done[query_id] for query_id in query_ids] == [2, 1, 0, 0]
     assert "ix_rlhf_queries_open" in indexes
+
+
+def test_a_schema_2_store_loses_its_status_table_and_keeps_its_labels(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    with open_store(path) as store:
+        _, query_ids = populate(store, np.random.default_rng(0), n_queries=2, labels_wanted=1)
+        store.add_label(query_ids[0], store.get_or_create_labeler("alice").id, "a", 1.0)
+    with sqlite3.connect(path) as conn:  # as version 2 left it: the loop's status in a table of its own
+        conn.execute("CREATE TABLE rlhf_status (key VARCHAR PRIMARY KEY, value TEXT)")
+        conn.execute("UPDATE rlhf_meta SET value = '2' WHERE key = 'rlhf.schema_version'")
+    with PreferenceStore(path) as store:
+        assert store.get_meta("rlhf.schema_version") == 3
+        assert [pair.choice for pair in store.effective_labels()] == ["a"] and store.loop_status() is None
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "rlhf_status" not in tables
