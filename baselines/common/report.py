@@ -149,7 +149,7 @@ class Report:
         )
 
     def returns_figure(self, rows: Sequence[Mapping[str, Any]], title: str = "Episodic return") -> None:
-        """Training returns (each logged value, and a mean of 20) and evaluations (mean +- std) over env steps."""
+        """Training returns (each logged value, and a trailing mean of up to 20) and evaluations (mean +- std)."""
         import plotly.graph_objects as go
 
         fig = go.Figure()
@@ -157,9 +157,9 @@ class Report:
         if len(steps):
             marker = {"color": color(0), "size": 4}
             fig.add_trace(go.Scatter(x=steps, y=returns, mode="markers", name="training", opacity=0.3, marker=marker))
-            fig.add_trace(
-                go.Scatter(x=steps, y=smooth(returns, 20), name="training (mean of 20)", line={"color": color(0)})
-            )
+            window = max(1, min(20, len(returns) // 10))  # a trailing mean that does not lag a short run
+            name = f"training (mean of {window})"
+            fig.add_trace(go.Scatter(x=steps, y=smooth(returns, window), name=name, line={"color": color(0)}))
         eval_steps, eval_mean = metric_series(rows, "eval/return_mean")
         if len(eval_steps):
             eval_std = metric_series(rows, "eval/return_std")[1]
