@@ -112,6 +112,8 @@ class RLHFConfig:
     """Reward-model learning rate."""
     label_smoothing: float = 0.0
     """Label smoothing of the Bradley-Terry targets (for noisy labelers)."""
+    random_answer_rate: float = 0.0
+    """Assumed share of random answers in the reward model's likelihood (Christiano et al. 2017): in [0, 0.5)."""
     human_retrain_labels: int = 10
     """--teacher human: retrain the reward model each time this many new labels are in."""
     host: str = "127.0.0.1"
@@ -165,6 +167,8 @@ class RLHFConfig:
 
     def validate(self) -> None:
         check(self.labels > 0, f"--labels must be positive (the label budget), got {self.labels}")
+        rate = self.random_answer_rate
+        check(0.0 <= rate < 0.5, f"--random-answer-rate must be in [0, 0.5) (0.5: every answer random), got {rate}")
         check(self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}")
         check(0 < self.initial_label_fraction <= 1, "--initial-label-fraction must be in (0, 1]")
         check(
@@ -291,7 +295,11 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         seed=cfg.seed,
     )
     trainer_cfg = RewardTrainerConfig(
-        epochs=cfg.reward_epochs, lr=cfg.reward_lr, label_smoothing=cfg.label_smoothing, split_seed=cfg.seed
+        epochs=cfg.reward_epochs,
+        lr=cfg.reward_lr,
+        label_smoothing=cfg.label_smoothing,
+        random_answer_rate=cfg.random_answer_rate,
+        split_seed=cfg.seed,
     )
     model = build_reward_model(model_cfg)
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)

@@ -47,6 +47,8 @@ class TrainRewardConfig:
     """Learning rate."""
     label_smoothing: float = 0.0
     """Label smoothing of the targets."""
+    random_answer_rate: float = 0.0
+    """Assumed share of random answers in the likelihood (Christiano et al. 2017): in [0, 0.5)."""
     val_fraction: float = 0.1
     """Held-out share of the labels for validation accuracy and early stopping."""
     ppo_steps: int = 0
@@ -60,6 +62,14 @@ class TrainRewardConfig:
 def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
     check(config.epochs >= 1 and config.ensemble_size >= 1, "--epochs and --ensemble-size must be at least 1")
     check(config.ppo_steps >= 0, "--ppo-steps must be >= 0")
+    trainer = RewardTrainerConfig(  # checks its values before anything is written
+        epochs=config.epochs,
+        lr=config.lr,
+        label_smoothing=config.label_smoothing,
+        random_answer_rate=config.random_answer_rate,
+        val_fraction=config.val_fraction,
+        split_seed=config.seed,
+    )
     export = load_preferences(config.data)
     env_id = config.env or export.env_id
     env = make_env(env_id)
@@ -81,13 +91,6 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
             max_length=export.segment_length,
             seed=config.seed,
         )
-    )
-    trainer = RewardTrainerConfig(
-        epochs=config.epochs,
-        lr=config.lr,
-        label_smoothing=config.label_smoothing,
-        val_fraction=config.val_fraction,
-        split_seed=config.seed,
     )
     fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed))
     save_reward_model(model, out / "reward_model")

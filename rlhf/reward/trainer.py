@@ -98,6 +98,10 @@ class RewardTrainerConfig:
     """Label pairs per gradient step."""
     label_smoothing: float = 0.0
     """Mix targets toward 0.5: ``y (1 - eps) + eps / 2``; 0 keeps them. Helps with noisy labellers."""
+    random_answer_rate: float = 0.0
+    """Assumed share of answers given at random (Christiano et al. 2017, 2.2.3): the model's preference
+    probability is mixed as ``(1 - e) sigmoid(R_a - R_b) + e / 2``, so a label the model confidently contradicts
+    stops pulling at full strength (unlike label smoothing). 0 is plain Bradley-Terry."""
     val_fraction: float = 0.1
     """Share of labels held out for validation and early stopping (0: none, train for all epochs)."""
     patience: int = 5
@@ -115,30 +119,45 @@ class RewardTrainerConfig:
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
         check(0.0 <= self.label_smoothing <= 1.0, f"label_smoothing must be in [0, 1], got {self.label_smoothing}")
+        rate = self.random_answer_rate
+        check(0.0 <= rate < 0.5, f"random_answer_rate must be in [0, 0.5) (0.5: every answer random), got {rate}")
         check(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}")
         check(self.patience >= 1, f"patience must be at least 1, got {self.patience}")
         check(self.torch_threads is None or self.torch_threads >= 1, "torch_threads must be None or at least 1")
 
 
 def bradley_terry_loss(
-    returns_a: Tensor, returns_b: Tensor, targets: Tensor, reduction: Literal["mean", "none"] = "mean"
+    returns_a: Tensor,
+    returns_b: Tensor,
+    targets: Tensor,
+    reduction: Literal["mean", "none"] = "mean",
+    random_answer_rate: float = 0.0,
 ) -> Tensor:
     """Cross-entropy of the Bradley-Terry preference probability ``P(a > b) = sigmoid(R_a - R_b)``.
 
-    ``loss = -[y log P(a > b) + (1 - y) log P(b > a)]``; a tie (``y = 0.5``) is minimised at ``R_a = R_b``.
+    ``loss = -[y log P(a > b) + (1 - y) log P(b > a)]``; a tie (``y = 0.5``) is minimised at ``R_a = R_b``. With a
+    ``random_answer_rate`` e, ``P(a > b) = (1 - e) sigmoid(R_a - R_b) + e / 2`` (Christiano et al. 2017, 2.2.3):
+    a label against a confident model costs at most ``-log(e / 2)`` and its gradient fades instead of growing.
 
     Args:
         returns_a: ``(...)`` predicted returns of the first segments.
         returns_b: ``(...)`` predicted returns of the second segments (same shape).
         targets: ``(...)`` (or broadcastable) probability that ``a`` is preferred, in ``[0, 1]``.
         reduction: ``mean`` over all elements, or ``none`` for the per-pair losses.
+        random_answer_rate: e in ``[0, 0.5)``; 0 is the plain likelihood.
     """
     if returns_a.shape != returns_b.shape:
         raise ValueError(f"returns_a {tuple(returns_a.shape)} and returns_b {tuple(returns_b.shape)} differ")
     logits = returns_a - returns_b
-    return torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, targets.expand_as(logits).to(logits.dtype), reduction=reduction
-    )
+    targets = targets.expand_as(logits).to(logits.dtype)
+    if random_answer_rate == 0.0:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction=reduction)
+    # log((1 - e) sigmoid(x) + e / 2), in log space so that neither term underflows.
+    keep, random = math.log1p(-random_answer_rate), math.log(random_answer_rate / 2)
+    log_p_a = torch.logaddexp(keep + torch.nn.functional.logsigmoid(logits), torch.full_like(logits, random))
+    log_p_b = torch.logaddexp(keep + torch.nn.functional.logsigmoid(-logits), torch.full_like(logits, random))
+    losses = -(targets * log_p_a + (1.0 - targets) * log_p_b)
+    return losses if reduction == "none" else losses.mean()
 
 
 def smooth_targets(targets: Tensor, label_smoothing: float) -> Tensor:
@@ -203,7 +222,14 @@ def _train(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
-    best_loss = _evaluate(model, features_a, features_b, targets, val_index)[0] if len(val_index) else np.inf
+
+    # Early stopping reads the loss training minimises: with a random-answer rate, a flipped held-out label
+    # must not dominate it either.
+    def stopping_loss() -> float:
+        return _evaluate(model, features_a, features_b, targets, val_index, random_answer_rate=rate)[0]
+
+    rate = config.random_answer_rate
+    best_loss = stopping_loss() if len(val_index) else np.inf
     best_state = _copy_state(model)
     best_epoch = epochs_run = stale_epochs = 0
     # Dropout draws from torch's global generator: seed it from rng, and leave the caller's state untouched.
@@ -216,7 +242,9 @@ def _train(
                 mb_order = order[start : start + config.batch_size]
                 mb_index = torch.as_tensor(train_index[mb_order], device=device)
                 mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
-                losses = bradley_terry_loss(mb_returns_a, mb_returns_b, train_targets[mb_index], reduction="none")
+                losses = bradley_terry_loss(
+                    mb_returns_a, mb_returns_b, train_targets[mb_index], "none", config.random_answer_rate
+                )
                 # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
                 loss = (losses * weights[:, mb_order]).sum() / len(mb_index)
                 optimizer.zero_grad(set_to_none=True)
@@ -225,7 +253,7 @@ def _train(
             epochs_run = epoch
             if len(val_index) == 0:
                 continue
-            val_loss = _evaluate(model, features_a, features_b, targets, val_index)[0]
+            val_loss = stopping_loss()
             if val_loss < best_loss - 1e-6:
                 best_loss, best_state, best_epoch, stale_epochs = val_loss, _copy_state(model), epoch, 0
             else:
@@ -283,8 +311,10 @@ def _evaluate(
     targets: Tensor,
     index: np.ndarray,
     batch_size: int = 512,
+    random_answer_rate: float = 0.0,
 ) -> tuple[float, float]:
-    """Loss and accuracy of the pairs ``index`` in eval mode; the model's train/eval mode is put back after."""
+    """Loss (under ``random_answer_rate``) and accuracy of the pairs ``index`` in eval mode; the model's
+    train/eval mode is put back after."""
     if len(index) == 0:
         return float("nan"), float("nan")
     was_training = model.training
@@ -294,7 +324,8 @@ def _evaluate(
         mb_index = torch.as_tensor(index[start : start + batch_size], device=features_a.device)
         mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
         mb_targets = targets[mb_index]
-        total_loss += bradley_terry_loss(mb_returns_a, mb_returns_b, mb_targets, reduction="none").mean(0).sum().item()
+        losses = bradley_terry_loss(mb_returns_a, mb_returns_b, mb_targets, "none", random_answer_rate)
+        total_loss += losses.mean(0).sum().item()
         margin = (mb_returns_a - mb_returns_b).mean(dim=0)
         strict = mb_targets != 0.5
         correct += int(((margin > 0) == (mb_targets == 1.0))[strict].sum().item())

@@ -72,3 +72,30 @@ def test_few_labels_all_held_out_still_train() -> None:
     data = toy_preferences(2, 5, np.random.default_rng(0))
     metrics = train_reward_model(build_reward_model(CONFIGS[0]), data, config, np.random.default_rng(0))
     assert metrics["num_train"] == 2 and metrics["num_val"] == 0 and np.isnan(metrics["val_accuracy"])
+
+
+@pytest.mark.slow
+def test_the_random_answer_likelihood_resists_flipped_labels() -> None:
+    """20% of 200 labels flipped, trained to convergence without a validation split (nothing stops the model from
+    memorising the flips): accuracy on clean held-out pairs with a 20% random-answer rate against plain
+    Bradley-Terry. Measured here on seeds 0-5: 0.87/0.79, 0.87/0.72, 0.88/0.76, 0.82/0.78, 0.68/0.69, 0.79/0.72."""
+    gaps = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        train, test = toy_preferences(200, 10, rng), toy_preferences(500, 10, np.random.default_rng(100 + seed))
+        flipped = rng.random(len(train)) < 0.2
+        noisy = PreferenceData(
+            train.features_a, train.features_b, np.where(flipped, 1.0 - train.targets, train.targets)
+        )
+        accuracy = []
+        for rate in (0.0, 0.2):
+            model = build_reward_model(
+                RewardModelConfig(feature_dim=4, hidden_sizes=(64, 64), ensemble_size=1, seed=seed)
+            )
+            config = RewardTrainerConfig(
+                epochs=150, lr=3e-3, weight_decay=0.0, val_fraction=0.0, random_answer_rate=rate
+            )
+            train_reward_model(model, noisy, config, np.random.default_rng(seed))
+            accuracy.append(evaluate_reward_model(model, test)["accuracy"])
+        gaps.append(accuracy[1] - accuracy[0])
+    assert np.mean(gaps) > 0.03 and sum(gap > 0 for gap in gaps) >= 4, gaps

@@ -46,6 +46,39 @@ def test_bradley_terry_loss_is_per_member_over_an_ensemble() -> None:
     np.testing.assert_allclose(losses.numpy(), [[-LOG_SIGMOID_1, math.log(2)], [math.log(2), math.log(2)]], rtol=1e-6)
 
 
+def test_random_answer_likelihood_matches_hand_computation() -> None:
+    # P(a > b) = 0.9 sigmoid(R_a - R_b) + 0.05 with a 10% random-answer rate (Christiano et al. 2017, 2.2.3).
+    returns_a, returns_b = torch.tensor([0.0, 1.0, 10.0, 10.0]), torch.zeros(4)
+    targets = torch.tensor([1.0, 1.0, 0.0, 0.5])
+    p_a = [0.9 / (1.0 + math.exp(-x)) + 0.05 for x in (0.0, 1.0, 10.0, 10.0)]
+    expected = [-math.log(p_a[0]), -math.log(p_a[1]), -math.log(1.0 - p_a[2]),
+                -(0.5 * math.log(p_a[3]) + 0.5 * math.log(1.0 - p_a[3]))]  # fmt: skip
+    losses = bradley_terry_loss(returns_a, returns_b, targets, reduction="none", random_answer_rate=0.1)
+    np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-5)
+    assert losses[2].item() < -math.log(0.05)  # a confidently contradicted label costs at most -log(e / 2)
+    plain = bradley_terry_loss(returns_a, returns_b, targets, reduction="none", random_answer_rate=0.0)
+    np.testing.assert_array_equal(plain.numpy(), bradley_terry_loss(returns_a, returns_b, targets, "none").numpy())
+
+
+def test_a_confidently_contradicted_label_stops_pulling_under_the_random_answer_rate() -> None:
+    gradients = []
+    for rate in (0.0, 0.1):
+        returns_a = torch.tensor([10.0], requires_grad=True)  # the model is sure a is better; the label says b
+        torch.autograd.backward(
+            bradley_terry_loss(returns_a, torch.zeros(1), torch.tensor([0.0]), random_answer_rate=rate)
+        )
+        assert returns_a.grad is not None
+        gradients.append(returns_a.grad.item())
+    # Plain: sigmoid(10) ~ 1, full strength. Robust: 0.9 sigmoid(10) sigmoid(-10) / P(b > a) ~ 8e-4.
+    assert gradients[0] > 0.99 and 0 < gradients[1] < 1e-2
+
+
+@pytest.mark.parametrize("rate", [-0.1, 0.5, 0.7, float("nan")])
+def test_a_random_answer_rate_outside_0_to_one_half_is_refused(rate: float) -> None:
+    with pytest.raises(ConfigError, match=r"random_answer_rate must be in \[0, 0.5\)"):
+        RewardTrainerConfig(random_answer_rate=rate)
+
+
 def test_label_smoothing_mixes_targets_toward_one_half() -> None:
     smoothed = smooth_targets(torch.tensor([1.0, 0.0, 0.5]), 0.2)
     np.testing.assert_allclose(smoothed.numpy(), [0.9, 0.1, 0.5], rtol=1e-6)

@@ -133,6 +133,7 @@ def test_export_then_train_reward_from_the_dataset(tmp_path: Path, capsys: pytes
         (["--labels", "0"], "--labels must be positive"),
         (["--segment-length", "900"], "longer than CartPole-v1's horizon of 500"),
         (["--teacher", "skip"], "needs --teacher-threshold"),
+        (["--random-answer-rate", "0.5"], "--random-answer-rate must be in [0, 0.5)"),
         (["--env", "CartPol-v1"], "unknown env id"),
         (["--eval-every", "-1"], "--eval-every must be >= 0"),
         (["--pool-size", "1"], "--pool-size must be at least 2"),
