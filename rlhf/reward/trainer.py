@@ -42,11 +42,14 @@ class PreferenceData:
         features_a: ``(N, L, F)`` float32 per-step features of the first segment of each pair.
         features_b: ``(N, L, F)`` float32 features of the second segment.
         targets: ``(N,)`` float32, 1 where ``a`` was preferred, 0 where ``b`` was, 0.5 for a tie.
+        weights: ``(N,)`` float32 weight of each label in the loss (its labeler's weight, see
+            ``rlhf.labelers``); None: every label weighs 1. Finite, non-negative, and not all zero.
     """
 
     features_a: np.ndarray
     features_b: np.ndarray
     targets: np.ndarray
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("features_a", "features_b", "targets"):
@@ -62,6 +65,15 @@ class PreferenceData:
             raise ConfigError("targets must be 1 (a preferred), 0 (b preferred) or 0.5 (tie)")
         if not (np.isfinite(self.features_a).all() and np.isfinite(self.features_b).all()):
             raise ConfigError("segment features contain NaN or infinite values")
+        if self.weights is not None:
+            weights = np.asarray(self.weights, dtype=np.float32)
+            object.__setattr__(self, "weights", weights)
+            if weights.shape != self.targets.shape:
+                raise ConfigError(f"weights must be ({len(self.targets)},), got {weights.shape}")
+            if not np.isfinite(weights).all() or (weights < 0).any():
+                raise ConfigError("label weights must be finite and non-negative (a labeler weight is NaN?)")
+            if len(weights) and not (weights > 0).any():
+                raise ConfigError("every label has weight 0: nothing would train the reward model")
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -75,12 +87,18 @@ class PreferenceData:
         return int(self.features_a.shape[2])
 
 
-def preference_data(pairs: Sequence[tuple[Segment, Segment, str]], action_space: gym.Space[Any]) -> PreferenceData:
-    """Training data from labeled segment pairs ``(segment a, segment b, choice)``; skips must be left out."""
+def preference_data(
+    pairs: Sequence[tuple[Segment, Segment, str]],
+    action_space: gym.Space[Any],
+    weights: Sequence[float] | None = None,
+) -> PreferenceData:
+    """Training data from labeled segment pairs ``(segment a, segment b, choice)``; skips must be left out.
+    ``weights``: one per pair (its labeler's weight), or None for all 1."""
     return PreferenceData(
         features_a=segment_features([a for a, _, _ in pairs], action_space),
         features_b=segment_features([b for _, b, _ in pairs], action_space),
         targets=np.array([CHOICE_TARGETS[choice] for _, _, choice in pairs], dtype=np.float32),
+        weights=None if weights is None else np.asarray(weights, dtype=np.float32),
     )
 
 
@@ -217,6 +235,8 @@ def _train(
         counts = rng.multinomial(num_train, np.full(num_train, 1.0 / num_train), size=members)
     else:
         counts = np.ones((members, num_train))
+    if data.weights is not None:  # a label's weight (its labeler's) scales its bootstrap multiplicity
+        counts = counts * data.weights[train_index]
     weights = torch.as_tensor(counts, dtype=dtype, device=device)
 
     optimizer = torch.optim.AdamW(
