@@ -43,6 +43,8 @@ from rlhf.reward import (
     save_reward_model,
     train_reward_model,
 )
+from rlhf.reward.label_filter import LabelFilter
+from rlhf.reward.warm_start import state_entropy_rewards, warm_start
 from rlhf.segments import (
     Segment,
     SegmentCutter,
@@ -114,6 +116,12 @@ class RLHFConfig:
     """Label smoothing of the Bradley-Terry targets (for noisy labelers)."""
     random_answer_rate: float = 0.0
     """Assumed share of random answers in the reward model's likelihood (Christiano et al. 2017): in [0, 0.5)."""
+    reward_warm_start: bool = False
+    """Before the first labels, regress the reward ensemble onto a state-entropy reward of the segments so far
+    (RIME's warm start)."""
+    label_filter: Literal["none", "rime"] = "none"
+    """rime: before each reward epoch, leave out labels the model contradicts beyond an adaptive threshold and
+    flip confidently contradicted ones (Cheng et al. 2024); none: train on every label."""
     human_retrain_labels: int = 10
     """--teacher human: retrain the reward model each time this many new labels are in."""
     host: str = "127.0.0.1"
@@ -234,6 +242,8 @@ class LoopState:
     queries: int = 0
     trained_on: int = 0
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    label_filter: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The label filter's running threshold state (``LabelFilter.state_dict``); empty without a filter."""
 
 
 def _preference_data(store: PreferenceStore, segments: dict[str, Segment], action_space: Any) -> PreferenceData | None:
@@ -302,6 +312,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         split_seed=cfg.seed,
     )
     model = build_reward_model(model_cfg)
+    label_filter = LabelFilter() if cfg.label_filter == "rime" else None
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
     if checkpoint is not None:
@@ -311,6 +322,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
         learned_reward.load_state_dict(checkpoint["learned_reward"])
         loop = LoopState(**checkpoint["loop"])
+        if label_filter is not None and loop.label_filter:
+            label_filter.load_state_dict(loop.label_filter)
         # The store is the record of what was asked and labeled: a round may have queued its pairs and taken its
         # labels after the checkpoint. Counting from the store keeps the label budget exact; such a round is asked
         # again (capped by what is left of the budget), unanswered queries are answered by the next round.
@@ -362,9 +375,16 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     data = _preference_data(store, segments, action_space)
                     loop.labels_used = loop.trained_on = 0 if data is None else len(data.targets)
                     if data is not None and len(data.targets) >= 2:
-                        fit = train_reward_model(model, data, trainer_cfg, rng)
+                        if cfg.reward_warm_start and not loop.history:  # the first training: start it warm
+                            segments_so_far = list(pool.segments)
+                            metrics["reward/warm_start_mse"] = _warm_start(model, segments_so_far, action_space, rng)
+                        fit = train_reward_model(model, data, trainer_cfg, rng, label_filter)
+                        if label_filter is not None:
+                            loop.label_filter = label_filter.state_dict()
                         metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
                         metrics["reward/train_loss"] = float(fit["train_loss"])
+                        for verdict in ("trusted", "flipped", "dropped", "downweighted"):
+                            metrics[f"reward/labels_{verdict}"] = fit[f"labels_{verdict}"]
                         metrics["reward/return_correlation"] = _return_correlation(
                             model, list(pool.segments), action_space
                         )
@@ -506,6 +526,14 @@ def _wait_for_human_labels(cfg: RLHFConfig, store: PreferenceStore, loop: LoopSt
         time.sleep(0.5)
 
 
+def _warm_start(model: Any, segments: list[Segment], action_space: Any, rng: np.random.Generator) -> float:
+    """RIME's warm start on the real steps of ``segments``: their state-entropy reward, then an MSE fit."""
+    features = segment_features(segments, action_space)
+    observations = np.stack([s.obs.reshape(s.length, -1) for s in segments]).astype(np.float32)
+    targets = state_entropy_rewards(observations) * np.stack([s.mask for s in segments])  # absorbing steps: 0
+    return warm_start(model, features, targets, rng)
+
+
 def _return_correlation(model: Any, segments: list[Segment], action_space: Any) -> float:
     """Pearson correlation of predicted (ensemble mean) and true segment returns over ``segments``."""
     if len(segments) < 3:
@@ -552,6 +580,14 @@ def write_report(
         fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, name=key, mode="lines+markers",
                                  line={"color": color(i)}))  # fmt: skip
     fig.update_layout(title="Reward model per round", xaxis_title="round", yaxis_range=[-1.05, 1.05])
+    report.figure(fig)
+    fig = go.Figure()
+    for i, verdict in enumerate(["trusted", "flipped", "dropped", "downweighted"]):
+        xs, ys = metric_series(rows, f"reward/labels_{verdict}")
+        fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, name=verdict, mode="lines+markers",
+                                 line={"color": color(i)}))  # fmt: skip
+    fig.update_layout(title="Training labels per round: trusted, flipped or dropped by the label filter, and "
+                      "down-weighted by their labeler's weight", xaxis_title="round", yaxis_title="labels")  # fmt: skip
     report.figure(fig)
     if len(segments) >= 2:
         with torch.no_grad():

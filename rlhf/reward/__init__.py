@@ -2,6 +2,7 @@
 saving and loading, and the learned reward as the policy sees it (a callable, a PPO ``reward_fn``, a vector env)."""
 
 from rlhf.reward.io import load_reward_model, save_reward_model
+from rlhf.reward.label_filter import LabelFilter, LabelFilterConfig, Selection
 from rlhf.reward.models import (
     MLPEnsemble,
     PreferenceTransformer,
@@ -25,6 +26,8 @@ from rlhf.reward.wrapper import LearnedReward, LearnedRewardVecEnv, PPORewardFn,
 
 __all__ = [
     "CHOICE_TARGETS",
+    "LabelFilter",
+    "LabelFilterConfig",
     "LearnedReward",
     "LearnedRewardVecEnv",
     "MLPEnsemble",
@@ -34,6 +37,7 @@ __all__ = [
     "RewardModel",
     "RewardModelConfig",
     "RewardTrainerConfig",
+    "Selection",
     "TransformerRewardModel",
     "as_ppo_reward_fn",
     "bradley_terry_loss",

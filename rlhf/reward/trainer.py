@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import Tensor
 
 from baselines.common.errors import ConfigError, check
+from rlhf.reward.label_filter import LabelFilter
 from rlhf.reward.models import RewardModel
 from rlhf.segments import Segment, segment_features
 
@@ -190,7 +191,11 @@ def validation_mask(num_labels: int, val_fraction: float, split_seed: int) -> np
 
 
 def train_reward_model(
-    model: RewardModel, data: PreferenceData, config: RewardTrainerConfig, rng: np.random.Generator
+    model: RewardModel,
+    data: PreferenceData,
+    config: RewardTrainerConfig,
+    rng: np.random.Generator,
+    label_filter: LabelFilter | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``data``, continuing from its current weights.
 
@@ -199,18 +204,27 @@ def train_reward_model(
         data: all labelled pairs so far (ties included; skips left out).
         config: epochs, optimizer, smoothing, validation and bootstrap settings.
         rng: the source of shuffling, bootstrap resamples and dropout.
+        label_filter: RIME's selection (``rlhf.reward.label_filter``): before each epoch, training labels the model
+            contradicts beyond its adaptive threshold are left out, confidently contradicted ones flipped; its
+            running state carries over between calls. None trains on every label.
 
     Returns:
         ``train_loss``, ``val_loss`` (Bradley-Terry loss of the returned weights on raw targets, member mean),
         ``train_accuracy``, ``val_accuracy`` (ensemble-mean returns, ties excluded; NaN without such labels),
-        ``epochs_run``, ``best_epoch`` (0: the starting weights were best), ``num_train``, ``num_val``, ``seconds``.
+        ``epochs_run``, ``best_epoch`` (0: the starting weights were best), ``num_train``, ``num_val``, ``seconds``;
+        ``labels_trusted``, ``labels_flipped``, ``labels_dropped`` (the filter's verdict in the last epoch run; all
+        trusted without a filter) and ``labels_downweighted`` (training labels whose weight is below 1).
     """
     with _torch_threads(config.torch_threads):
-        return _train(model, data, config, rng)
+        return _train(model, data, config, rng, label_filter)
 
 
 def _train(
-    model: RewardModel, data: PreferenceData, config: RewardTrainerConfig, rng: np.random.Generator
+    model: RewardModel,
+    data: PreferenceData,
+    config: RewardTrainerConfig,
+    rng: np.random.Generator,
+    label_filter: LabelFilter | None,
 ) -> dict[str, float]:
     started = time.perf_counter()
     if data.feature_dim != model.config.feature_dim:
@@ -238,6 +252,8 @@ def _train(
     if data.weights is not None:  # a label's weight (its labeler's) scales its bootstrap multiplicity
         counts = counts * data.weights[train_index]
     weights = torch.as_tensor(counts, dtype=dtype, device=device)
+    epoch_targets = train_targets
+    trusted = flipped = np.zeros(num_train, dtype=bool)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
@@ -256,14 +272,24 @@ def _train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(2**62)))
         for epoch in range(1, config.epochs + 1):
+            if label_filter is not None:  # RIME: judge every training label by the current model
+                selection = label_filter.select(
+                    _pair_losses(model, features_a, features_b, targets, train_index), data.targets[train_index]
+                )
+                trusted, flipped = selection.trusted, selection.flipped
+                flip = torch.zeros(len(data), dtype=torch.bool, device=device)
+                flip[torch.as_tensor(train_index[flipped], device=device)] = True
+                epoch_targets = torch.where(flip, 1.0 - train_targets, train_targets)
             model.train()
             order = rng.permutation(num_train)
-            for start in range(0, num_train, config.batch_size):
+            if label_filter is not None:
+                order = order[(trusted | flipped)[order]]  # dropped labels sit this epoch out
+            for start in range(0, len(order), config.batch_size):
                 mb_order = order[start : start + config.batch_size]
                 mb_index = torch.as_tensor(train_index[mb_order], device=device)
                 mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
                 losses = bradley_terry_loss(
-                    mb_returns_a, mb_returns_b, train_targets[mb_index], "none", config.random_answer_rate
+                    mb_returns_a, mb_returns_b, epoch_targets[mb_index], "none", config.random_answer_rate
                 )
                 # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
                 loss = (losses * weights[:, mb_order]).sum() / len(mb_index)
@@ -297,6 +323,10 @@ def _train(
         "num_train": float(num_train),
         "num_val": float(len(val_index)),
         "seconds": time.perf_counter() - started,
+        "labels_trusted": float(trusted.sum()) if label_filter is not None else float(num_train),
+        "labels_flipped": float(flipped.sum()),
+        "labels_dropped": float(num_train - trusted.sum() - flipped.sum()) if label_filter is not None else 0.0,
+        "labels_downweighted": float((data.weights[train_index] < 1).sum()) if data.weights is not None else 0.0,
     }
 
 
@@ -321,6 +351,22 @@ def pair_returns(model: RewardModel, features_a: Tensor, features_b: Tensor) -> 
     returns = model.segment_returns(torch.cat([features_a, features_b]))
     returns_a, returns_b = rearrange(returns, "member (side pair) -> side member pair", side=2)
     return returns_a, returns_b
+
+
+@torch.no_grad()
+def _pair_losses(
+    model: RewardModel, features_a: Tensor, features_b: Tensor, targets: Tensor, index: np.ndarray
+) -> np.ndarray:
+    """``(len(index),)`` cross-entropy of the ensemble-mean ``P(a > b)`` against each label, in eval mode (the
+    score RIME's selection reads)."""
+    was_training = model.training
+    model.eval()
+    mb_index = torch.as_tensor(index, device=features_a.device)
+    returns_a, returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
+    p_a = torch.sigmoid(returns_a - returns_b).mean(0).clamp(1e-7, 1 - 1e-7)
+    y = targets[mb_index]
+    model.train(was_training)
+    return (-(y * p_a.log() + (1 - y) * (1 - p_a).log())).double().cpu().numpy()
 
 
 @torch.no_grad()

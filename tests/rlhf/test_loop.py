@@ -14,6 +14,7 @@ import torch
 
 import baselines.ppo
 import rlhf.loop as loop_module
+from baselines.common.checkpoint import load_checkpoint
 from baselines.common.errors import ConfigError
 from rlhf.cli import main
 from rlhf.datasets import load_preferences
@@ -174,3 +175,26 @@ def test_store_from_another_env_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds CartPole-v1 segments, not Acrobot-v1"):
         run_rlhf(RLHFConfig(env="Acrobot-v1", labels=4, total_steps=1024, out=workspace))
     assert sorted(p.name for p in workspace.iterdir()) == ["prefs.sqlite"]  # nothing written
+
+
+def test_label_filter_and_warm_start_in_the_loop(tmp_path: Path) -> None:
+    """RIME's filter and warm start run inside the loop: each round logs how many labels were trusted, flipped or
+    dropped (they add up to the training labels), the report shows them, and the filter's state is checkpointed
+    and read back on resume."""
+    out = tmp_path / "run"
+    config = dataclasses.replace(
+        TINY, teacher="mistake", teacher_epsilon=0.3, label_filter="rime", reward_warm_start=True, eval_every=0, out=out
+    )
+    run_rlhf(config)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "reward/labels_trusted" in r]
+    assert len(trained) == 4 and "reward/warm_start_mse" in trained[0]
+    assert not any("reward/warm_start_mse" in r for r in trained[1:])
+    for row in trained:
+        verdicts = row["reward/labels_trusted"] + row["reward/labels_flipped"] + row["reward/labels_dropped"]
+        assert 0 < verdicts <= row["labels/total"]
+    assert "dropped by the label filter" in (out / "report.html").read_text()
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint is not None
+    state = checkpoint["loop"]["label_filter"]
+    assert state["updates"] >= 4 and state["loss_max"] > 0
