@@ -25,11 +25,18 @@ class ScoresSegments(Protocol):
 
 
 def preference_probabilities(model: ScoresSegments, features_a: np.ndarray, features_b: np.ndarray) -> np.ndarray:
-    """``P(a > b)`` per ensemble member, ``(E, N)``, under the Bradley-Terry model of predicted returns."""
+    """``P(a > b)`` per ensemble member, ``(E, N)``, under the Bradley-Terry model of predicted returns (computed
+    on the model's device, e.g. a reward model trained on a GPU)."""
+    device = _device_of(model)
     with torch.no_grad():
-        returns_a = model.segment_returns(torch.from_numpy(features_a))
-        returns_b = model.segment_returns(torch.from_numpy(features_b))
-        return torch.sigmoid(returns_a - returns_b).numpy()
+        returns_a = model.segment_returns(torch.from_numpy(features_a).to(device))
+        returns_b = model.segment_returns(torch.from_numpy(features_b).to(device))
+        return torch.sigmoid(returns_a - returns_b).cpu().numpy()
+
+
+def _device_of(model: ScoresSegments) -> torch.device:
+    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return torch.device("cpu") if parameter is None else parameter.device
 
 
 def score_pairs(method: QueryMethod, probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -239,9 +239,10 @@ class TransformerRewardModel(RewardModel):
         super().__init__()
         check(config.kind == "transformer", f"TransformerRewardModel needs kind='transformer', got {config.kind!r}")
         self.config = config
-        # GPT-2 initializes from torch's global generator: seed it, and put the caller's state back afterwards.
+        # GPT-2 initializes (on the CPU) from torch's global CPU generator: seed that one alone, and put the caller's
+        # state back afterwards. torch.manual_seed would also reseed the CUDA generators, which fork_rng leaves alone.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+            torch.default_generator.manual_seed(config.seed)
             self.transformers = nn.ModuleList(PreferenceTransformer(config) for _ in range(config.members))
 
     @property

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec, clipped_adam_
+from tests.cuda import needs_cuda
 
 
 def _reference(spec: MLPSpec, flat: FlatParameters, index: int) -> torch.nn.Sequential:
@@ -131,3 +132,51 @@ def test_autograd_differentiates_the_torch_forward(activation: str) -> None:
     torch.autograd.backward((differentiable.forward(x) * grad_out).sum())
     assert leaf.grad is not None
     torch.testing.assert_close(leaf.grad, flat.grad)
+
+
+# ------------------------------------------------------------------------------------------- on a GPU (else skipped)
+@needs_cuda
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_the_torch_backend_on_cuda_matches_the_numpy_backend(activation: str) -> None:
+    specs = [MLPSpec((4, 64, 64, 3), activation, 0.01), MLPSpec((4, 64, 64, 1), activation, 1.0)]  # type: ignore[arg-type]
+    cpu, cuda = (FlatParameters(specs, torch.Generator().manual_seed(0), device=device) for device in ("cpu", "cuda"))
+    torch.testing.assert_close(cuda.data.cpu(), cpu.data)  # initialized on the CPU, then moved
+    x = torch.randn(256, 4)
+    for index, out_dim in enumerate((3, 1)):
+        grad_out = torch.randn(256, out_dim)
+        y = torch.from_numpy(cpu.mlps[index].forward(x.numpy()))
+        cpu.mlps[index].backward(grad_out.numpy())
+        y_cuda = cuda.mlps[index].forward(x.cuda())
+        cuda.mlps[index].backward(grad_out.cuda())
+        torch.testing.assert_close(y_cuda.cpu(), y, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cuda.grad.cpu(), cpu.grad, rtol=1e-4, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_clipped_adam_on_cuda_matches_the_numpy_adam(dtype: torch.dtype) -> None:
+    """FlatAdam's two backends from the same weights and gradients, clipping inactive and active, then the cuda
+    optimizer's state loaded into a CPU one (a checkpoint resumed on the CPU)."""
+    spec = MLPSpec((4, 64, 64, 2), "tanh")
+    cpu, cuda = (FlatParameters([spec], torch.Generator().manual_seed(1), device, dtype) for device in ("cpu", "cuda"))
+    cpu_adam, cuda_adam = FlatAdam(cpu, lr=1e-2, eps=1e-5), FlatAdam(cuda, lr=1e-2, eps=1e-5)
+    start = cpu.data.clone()
+    gen = torch.Generator().manual_seed(2)
+    for scale in (0.01, 10.0, 0.01, 5.0):
+        grad = torch.randn(cpu.grad.shape, generator=gen, dtype=dtype) * scale
+        cpu.grad.copy_(grad)
+        cuda.grad.copy_(grad)
+        assert cuda_adam.clipped_step(1.0) == pytest.approx(cpu_adam.clipped_step(1.0), rel=1e-5)
+    cuda.grad.copy_(grad)
+    cpu.grad.copy_(grad)
+    cuda_adam.step()
+    cpu_adam.step()
+    assert float((cpu.data - start).abs().max()) > 1e-2
+    torch.testing.assert_close(cuda.data.cpu(), cpu.data, rtol=1e-5, atol=1e-6)
+    assert cuda_adam.step_count == cpu_adam.step_count == 5
+    resumed = FlatAdam(FlatParameters([spec], torch.Generator().manual_seed(1), dtype=dtype), lr=0.0)
+    saved = {name: v.cpu() if isinstance(v, torch.Tensor) else v for name, v in cuda_adam.state_dict().items()}
+    resumed.load_state_dict(saved)
+    assert resumed.step_count == 5 and resumed.lr == 1e-2
+    # The clip's norm is a float32 sum of thousands of squares, rounded differently by NumPy and CUDA (~5e-6 here).
+    torch.testing.assert_close(resumed.exp_avg_sq, cpu_adam.exp_avg_sq, rtol=1e-4, atol=1e-12)
