@@ -268,8 +268,12 @@ def _train(
     best_loss = stopping_loss() if len(val_index) else np.inf
     best_state = _copy_state(model)
     best_epoch = epochs_run = stale_epochs = 0
-    # Dropout draws from torch's global generator: seed it from rng, and leave the caller's state untouched.
-    with torch.random.fork_rng(devices=[]):
+    # Dropout draws from torch's generator of the model's device: seed it from rng, and leave the caller's state
+    # untouched (on a GPU that is the CUDA generator, which fork_rng(devices=[]) would not restore).
+    rng_devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(int(rng.integers(2**62)))
         for epoch in range(1, config.epochs + 1):
             if label_filter is not None:  # RIME: judge every training label by the current model
