@@ -50,6 +50,7 @@ from rlhf.segments import (
     SegmentCutter,
     SegmentPool,
     absorbing_features,
+    action_columns,
     action_feature_dim,
     describe_action_space,
     segment_features,
@@ -62,7 +63,12 @@ TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal", "
 
 # Per-env settings of the loop (segment length) and of its PPO (overrides of PPO's own table).
 RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "Pendulum-v1": {"segment_length": 50, "label_phase": 0.25, "ppo": {"num_envs": 8, "num_steps": 256}},
+    "Pendulum-v1": {
+        "segment_length": 50,
+        "label_phase": 0.25,
+        "reward_inputs": "observations",
+        "ppo": {"num_envs": 8, "num_steps": 256},
+    },
     "CartPole-v1": {"segment_length": 50, "label_phase": 0.5, "ppo": {}},
 }
 
@@ -92,6 +98,9 @@ class RLHFConfig:
     """Seed of envs, PPO, sampling, teacher and reward model."""
     reward_model: Literal["mlp", "transformer"] = "mlp"
     """MLP ensemble, or a small GPT-2 with a preference-attention readout (Preference Transformer)."""
+    reward_inputs: Literal["observations", "observations-actions"] | None = None
+    """What the reward model reads of a step: the observation alone (what a person judging a clip sees), or the
+    observation and the action (default: the env's row of RLHF_ENV_DEFAULTS, else observations)."""
     query: QueryMethod = "disagreement"
     """Pair selection: uniform, ensemble disagreement, or preference entropy."""
     segment_length: int | None = None
@@ -114,8 +123,9 @@ class RLHFConfig:
     """Reward-model learning rate."""
     label_smoothing: float = 0.0
     """Label smoothing of the Bradley-Terry targets (for noisy labelers)."""
-    random_answer_rate: float = 0.0
-    """Assumed share of random answers in the reward model's likelihood (Christiano et al. 2017): in [0, 0.5)."""
+    random_answer_rate: float = 0.1
+    """Assumed share of random answers in the reward model's likelihood (Christiano et al. 2017): in [0, 0.5);
+    0 is plain Bradley-Terry. 0.1 costs nothing with an oracle and holds a teacher with 10% mistakes."""
     reward_warm_start: bool = False
     """Before the first labels, regress the reward ensemble onto a state-entropy reward of the segments so far
     (RIME's warm start)."""
@@ -152,6 +162,11 @@ class RLHFConfig:
     def resolved_label_phase(self) -> float:
         default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("label_phase", 0.25)
         return float(self.label_phase if self.label_phase is not None else default)
+
+    @property
+    def resolved_reward_inputs(self) -> str:
+        default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("reward_inputs", "observations")
+        return str(self.reward_inputs or default)
 
     @property
     def resolved_segment_length(self) -> int:
@@ -296,8 +311,10 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     if on_store_ready is not None:
         on_store_ready(out)
     rng = np.random.default_rng([cfg.seed, 1])
-    feature_dim = int(np.prod(obs_shape)) + action_feature_dim(action_space) + 1
+    obs_dim = int(np.prod(obs_shape))
+    feature_dim = obs_dim + action_feature_dim(action_space) + 1
     model_cfg = RewardModelConfig(
+        ignored_features=action_columns(obs_dim, action_space) if cfg.resolved_reward_inputs == "observations" else (),
         kind=cfg.reward_model,
         feature_dim=feature_dim,
         ensemble_size=cfg.ensemble_size if cfg.reward_model == "mlp" else 1,

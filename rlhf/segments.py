@@ -29,6 +29,7 @@ __all__ = [
     "SegmentCutter",
     "SegmentPool",
     "absorbing_features",
+    "action_columns",
     "action_feature_dim",
     "describe_action_space",
     "new_segment_id",
@@ -90,6 +91,11 @@ def segment_features(segments: Sequence[Segment], action_space: gym.Space[object
     actions = np.stack([s.actions for s in segments])
     absorbed = ~np.stack([s.mask for s in segments])
     return step_features(obs, actions, absorbed, action_space)
+
+
+def action_columns(obs_dim: int, action_space: gym.Space[object]) -> tuple[int, ...]:
+    """Indices of the action part in a feature vector (for a reward model that reads observations alone)."""
+    return tuple(range(obs_dim, obs_dim + action_feature_dim(action_space)))
 
 
 def absorbing_features(obs_dim: int, action_space: gym.Space[object]) -> np.ndarray:

@@ -17,6 +17,7 @@ from baselines.ppo import train_ppo
 from rlhf.datasets import check_compatible, load_preferences
 from rlhf.loop import RLHFConfig
 from rlhf.reward import (
+    LabelFilter,
     LearnedReward,
     RewardModelConfig,
     RewardTrainerConfig,
@@ -26,7 +27,7 @@ from rlhf.reward import (
     save_reward_model,
     train_reward_model,
 )
-from rlhf.segments import absorbing_features, action_feature_dim
+from rlhf.segments import absorbing_features, action_columns, action_feature_dim
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class TrainRewardConfig:
     """Env to train for (default: the dataset's); its observation shape must match the dataset's."""
     reward_model: Literal["mlp", "transformer"] = "mlp"
     """MLP ensemble or Preference Transformer."""
+    reward_inputs: Literal["observations", "observations-actions"] = "observations"
+    """What the reward model reads of a step: the observation alone, or the observation and the action."""
     ensemble_size: int = 3
     """MLP ensemble members."""
     epochs: int = 100
@@ -47,8 +50,12 @@ class TrainRewardConfig:
     """Learning rate."""
     label_smoothing: float = 0.0
     """Label smoothing of the targets."""
-    random_answer_rate: float = 0.0
-    """Assumed share of random answers in the likelihood (Christiano et al. 2017): in [0, 0.5)."""
+    random_answer_rate: float = 0.1
+    """Assumed share of random answers in the likelihood (Christiano et al. 2017): in [0, 0.5); 0: plain
+    Bradley-Terry."""
+    label_filter: Literal["none", "rime"] = "none"
+    """rime: before each epoch, leave out labels the model contradicts beyond an adaptive threshold and flip
+    confidently contradicted ones (Cheng et al. 2024)."""
     val_fraction: float = 0.1
     """Held-out share of the labels for validation accuracy and early stopping."""
     ppo_steps: int = 0
@@ -90,9 +97,11 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
             ensemble_size=config.ensemble_size if config.reward_model == "mlp" else 1,
             max_length=export.segment_length,
             seed=config.seed,
+            ignored_features=action_columns(obs_dim, action_space) if config.reward_inputs == "observations" else (),
         )
     )
-    fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed))
+    label_filter = LabelFilter() if config.label_filter == "rime" else None
+    fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed), label_filter)
     save_reward_model(model, out / "reward_model")
     summary: dict[str, Any] = {
         "algo": "train-reward",

@@ -65,10 +65,18 @@ class RewardModelConfig:
     """Transformer dropout (embeddings, residuals, attention)."""
     seed: int = 0
     """Seed of the initial weights."""
+    ignored_features: tuple[int, ...] = ()
+    """Feature columns the model never reads (zeroed at its input). The loop lists the action columns here for a
+    reward of observations alone: what a person judging a clip sees."""
 
     def __post_init__(self) -> None:
         # JSON gives lists; the frozen config keeps a hashable tuple.
         object.__setattr__(self, "hidden_sizes", tuple(int(size) for size in self.hidden_sizes))
+        object.__setattr__(self, "ignored_features", tuple(int(i) for i in self.ignored_features))
+        check(
+            all(0 <= i < self.feature_dim for i in self.ignored_features),
+            f"ignored_features must be columns of the {self.feature_dim} features, got {self.ignored_features}",
+        )
         check(
             self.kind in ("mlp", "transformer"), f"reward model kind must be 'mlp' or 'transformer', not {self.kind!r}"
         )
@@ -85,6 +93,12 @@ class RewardModelConfig:
             f"embed_dim ({self.embed_dim}) must be a multiple of n_head ({self.n_head})",
         )
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+    def input_mask(self) -> Tensor:
+        """``(F,)`` 1 for the columns the model reads, 0 for ``ignored_features``."""
+        mask = torch.ones(self.feature_dim)
+        mask[list(self.ignored_features)] = 0.0
+        return mask
 
     @property
     def members(self) -> int:
@@ -150,6 +164,8 @@ class MLPEnsemble(RewardModel):
         super().__init__()
         check(config.kind == "mlp", f"MLPEnsemble needs kind='mlp', got {config.kind!r}")
         self.config = config
+        self.input_mask: Tensor
+        self.register_buffer("input_mask", config.input_mask(), persistent=False)
         generator = torch.Generator().manual_seed(config.seed)
         sizes = (config.feature_dim, *config.hidden_sizes, 1)
         self.weights = nn.ParameterList()
@@ -163,6 +179,8 @@ class MLPEnsemble(RewardModel):
             self.biases.append(nn.Parameter(bias))
 
     def member_step_rewards(self, features: Tensor) -> Tensor:
+        if self.config.ignored_features:
+            features = features * self.input_mask
         flat, batch_shape = pack([features], "* feature")
         # First layer: one input shared by all members, (M, F) x (E, F, H) -> (E, M, H), without copying it E times.
         hidden = torch.einsum("mf,efh->emh", flat, self.weights[0]) + self.biases[0]
@@ -212,6 +230,9 @@ class PreferenceTransformer(nn.Module):
         self.query = nn.Linear(config.embed_dim, config.embed_dim)
         # A key bias adds the same score to every step of a row, which softmax ignores: leave it out.
         self.key = nn.Linear(config.embed_dim, config.embed_dim, bias=False)
+        self.ignored = bool(config.ignored_features)
+        self.input_mask: Tensor
+        self.register_buffer("input_mask", config.input_mask(), persistent=False)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Step rewards and preference-attention weights.
@@ -222,6 +243,8 @@ class PreferenceTransformer(nn.Module):
         Returns:
             ``r_t`` of shape ``(N, L)`` (each from the steps ``<= t``), and weights ``w_t`` ``(N, L)`` summing to 1.
         """
+        if self.ignored:
+            features = features * self.input_mask
         hidden = self.gpt2(inputs_embeds=self.embed(features)).last_hidden_state  # (N, L, D)
         rewards = self.reward_head(hidden).squeeze(-1)
         scores = self.query(hidden) @ self.key(hidden).transpose(1, 2) / math.sqrt(hidden.shape[-1])  # (N, L, L)

@@ -3,6 +3,8 @@ every parameter trains (TRL style), bootstrap members differ, bad configs are re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ from rlhf.reward import (
     RewardTrainerConfig,
     TransformerRewardModel,
     build_reward_model,
+    load_reward_model,
+    save_reward_model,
     train_reward_model,
 )
 from tests.reward.toy import toy_preferences
@@ -150,3 +154,36 @@ def test_bad_configs_and_inputs_raise_config_error() -> None:
             RewardTrainerConfig(),
             np.random.default_rng(0),
         )
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_ignored_features_never_move_the_reward(kind: str, tmp_path: Path) -> None:
+    """A model told to ignore the action columns gives the same rewards whatever the actions were, and keeps
+    ignoring them after a save and load; other columns still count."""
+    config = RewardModelConfig(
+        kind=kind,  # type: ignore[arg-type]
+        feature_dim=6,
+        ignored_features=(2, 3),
+        embed_dim=16,
+        n_head=2,
+        max_length=5,
+    )
+    model = build_reward_model(config).eval()
+    features = torch.randn(4, 5, 6)
+    changed = features.clone()
+    changed[..., 2:4] = torch.randn(4, 5, 2) * 10
+    with torch.no_grad():
+        assert torch.equal(model.segment_returns(features), model.segment_returns(changed))
+        other = features.clone()
+        other[..., 0] += 1.0
+        assert not torch.allclose(model.segment_returns(features), model.segment_returns(other))
+    save_reward_model(model, tmp_path / "model")
+    loaded = load_reward_model(tmp_path / "model").eval()
+    assert loaded.config.ignored_features == (2, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded.segment_returns(features), loaded.segment_returns(changed))
+
+
+def test_ignored_features_must_be_columns() -> None:
+    with pytest.raises(ConfigError, match="ignored_features"):
+        RewardModelConfig(feature_dim=4, ignored_features=(4,))

@@ -19,6 +19,7 @@ from baselines.common.errors import ConfigError
 from rlhf.cli import main
 from rlhf.datasets import load_preferences
 from rlhf.loop import RLHFConfig, label_schedule, run_rlhf
+from rlhf.reward import load_reward_model
 from rlhf.store import PreferenceStore
 
 TINY = RLHFConfig(
@@ -198,3 +199,13 @@ def test_label_filter_and_warm_start_in_the_loop(tmp_path: Path) -> None:
     assert checkpoint is not None
     state = checkpoint["loop"]["label_filter"]
     assert state["updates"] >= 4 and state["loss_max"] > 0
+
+
+def test_reward_inputs_follow_the_env_row_unless_chosen(tmp_path: Path) -> None:
+    """Pendulum's row reads observations alone (the action columns are the model's ignored features); chosen
+    explicitly, the model reads the actions too."""
+    pendulum = RLHFConfig(env="Pendulum-v1", labels=6, total_steps=2048, eval_episodes=1, eval_every=0)
+    run_rlhf(dataclasses.replace(pendulum, out=tmp_path / "obs"))
+    assert load_reward_model(tmp_path / "obs" / "reward_model").config.ignored_features == (3,)  # cos, sin, vel | u
+    run_rlhf(dataclasses.replace(pendulum, reward_inputs="observations-actions", out=tmp_path / "obs-act"))
+    assert load_reward_model(tmp_path / "obs-act" / "reward_model").config.ignored_features == ()
