@@ -111,6 +111,9 @@ class RLHFConfig:
     """Rounds that collect labels (a hyperbolically decaying number each after the first)."""
     label_phase: float | None = None
     """Fraction of total_steps over which the label rounds are spread (default: the env's row, else 0.25)."""
+    ending_pair_share: float | None = None
+    """Share of candidate pairs that include a segment reaching its episode's termination, while the pool holds
+    one (default: the env's row of RLHF_ENV_DEFAULTS, else 0: uniform). For sparse goals (Acrobot, MountainCar)."""
     candidate_factor: int = 10
     """Candidate pairs scored per query (active selection keeps the most informative)."""
     pool_size: int = 1000
@@ -169,6 +172,11 @@ class RLHFConfig:
         return str(self.reward_inputs or default)
 
     @property
+    def resolved_ending_pair_share(self) -> float:
+        default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("ending_pair_share", 0.0)
+        return float(default if self.ending_pair_share is None else self.ending_pair_share)
+
+    @property
     def resolved_segment_length(self) -> int:
         default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("segment_length", 50)
         return int(default if self.segment_length is None else self.segment_length)  # 0 is refused, not replaced
@@ -199,6 +207,8 @@ class RLHFConfig:
             "--label-rounds >= 1, --label-phase in (0, 1]",
         )
         check(self.candidate_factor >= 1 and self.ensemble_size >= 1, "--candidate-factor, --ensemble-size >= 1")
+        share = self.resolved_ending_pair_share
+        check(0.0 <= share <= 1.0, f"--ending-pair-share must be in [0, 1], got {share}")
         check(self.pool_size >= 2, f"--pool-size must be at least 2 (segments to pair), got {self.pool_size}")
         check(self.query == "uniform" or self.ensemble_size > 1 or self.query == "entropy",
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
@@ -488,7 +498,7 @@ def _label_round(
     wanted = min(wanted, cfg.labels - loop.queries)
     if wanted <= 0:
         return {}
-    candidates = pool.sample_pairs(wanted * cfg.candidate_factor, rng)
+    candidates = pool.sample_pairs(wanted * cfg.candidate_factor, rng, cfg.resolved_ending_pair_share)
     probabilities = None
     if cfg.query != "uniform" and loop.labels_used > 0:
         probabilities = preference_probabilities(

@@ -190,11 +190,22 @@ class SegmentPool:
     def __len__(self) -> int:
         return len(self.segments)
 
-    def sample_pairs(self, count: int, rng: np.random.Generator) -> list[tuple[Segment, Segment]]:
-        """``count`` pairs of distinct segments, uniformly at random (with replacement across pairs)."""
+    def sample_pairs(
+        self, count: int, rng: np.random.Generator, ending_share: float = 0.0
+    ) -> list[tuple[Segment, Segment]]:
+        """``count`` pairs of distinct segments, uniformly at random (with replacement across pairs).
+
+        ``ending_share``: that share of the pairs (rounded) puts a segment that reaches its episode's termination
+        (padded with the absorbing state) first, while the pool holds any. In a sparse-goal env (Acrobot,
+        MountainCar) only such segments differ in true return; drawn uniformly, almost every early pair is two
+        equal segments, a tie that teaches nothing.
+        """
         if len(self.segments) < 2:
             raise ValueError("need at least two segments to form a pair")
         pool = list(self.segments)
         first = rng.integers(0, len(pool), size=count)
+        ending = np.flatnonzero([not segment.mask.all() for segment in pool])
+        forced = min(count, round(count * ending_share)) if len(ending) else 0
+        first[:forced] = rng.choice(ending, size=forced)
         second = (first + rng.integers(1, len(pool), size=count)) % len(pool)
         return [(pool[i], pool[j]) for i, j in zip(first, second, strict=True)]

@@ -8,6 +8,7 @@ import pytest
 
 from baselines.common.errors import ConfigError
 from rlhf.segments import (
+    Segment,
     SegmentCutter,
     SegmentPool,
     absorbing_features,
@@ -95,3 +96,26 @@ def test_describe_action_space() -> None:
     assert box == {"type": "Box", "shape": [1], "low": [-2.0], "high": [2.0]}
     with pytest.raises(ConfigError, match="Discrete or Box"):
         describe_action_space(gym.spaces.MultiBinary(3))
+
+
+def test_ending_share_puts_terminal_segments_into_pairs() -> None:
+    """Few segments reach a termination: uniform pairs include one rarely; with ending_share 0.5 at least half the
+    pairs do (their first segment), the rest stay uniform; without any such segment, sampling is uniform."""
+    cutter = SegmentCutter(num_envs=4, segment_length=4, rng=np.random.default_rng(0))
+    ends = {(t, env): "trunc" for t in (39,) for env in range(4)} | {(5, 0): "term", (21, 1): "term"}
+    segments = cutter.add(*_rollout(40, 4, ends))
+    ending = {id(s) for s in segments if not s.mask.all()}
+    assert 1 <= len(ending) <= 0.1 * len(segments)
+    pool = SegmentPool(capacity=100)
+    pool.extend(segments)
+
+    def with_ending(pairs: list[tuple[Segment, Segment]]) -> int:
+        return sum(id(a) in ending or id(b) in ending for a, b in pairs)
+
+    uniform = pool.sample_pairs(400, np.random.default_rng(1))
+    stratified = pool.sample_pairs(400, np.random.default_rng(1), ending_share=0.5)
+    assert with_ending(uniform) < 0.3 * 400 and with_ending(stratified) >= 200
+    assert all(a is not b for a, b in stratified)
+    no_ending = SegmentPool(capacity=100)
+    no_ending.extend(s for s in segments if s.mask.all())
+    assert len(no_ending.sample_pairs(10, np.random.default_rng(1), ending_share=1.0)) == 10
