@@ -38,12 +38,14 @@ is less sure than that (it models the labels, noise included), which raises ever
 by the same factor; the weights are normalised, so their ratios hold.
 
 **Bias.** The reward model was trained on the labelers' own labels, so its agreement with them is optimistic: it
-has partly fitted each label it is asked about, a random labeler's most of all on pairs no one else answered. This
-estimate limits that by counting the model's evidence at ``model_discount`` (default half) of a peer's, and peers
-are unbiased references. The caller limits it further by giving ``P(a)`` from a model that did not train on the
-label (the held-out split, or the previous round's model on the round's new labels). The reverse loop exists too:
-a labeler weighted down moves the model less, so the model agrees with them less the next round; the prior and the
-discount keep that from running away with few labels.
+has partly fitted each label it is asked about, a random labeler's most of all on pairs no one else answered (a
+model trained to convergence agrees with random answers far above chance). This estimate limits that by counting
+the model's evidence at ``model_discount`` (default half) of a peer's, and peers are unbiased references. That
+only dampens the bias; the cure is ``P(a)`` from a model that did not train on the label (cross-fitted over two
+halves of the pairs, out of a bootstrap member's bag, or from the model before it trained on the round's new
+labels), with ``model_discount=1``: the README's labeling section has the measurements. The reverse loop exists
+too: a labeler weighted down moves the model less, so the model agrees with them less the next round; the prior
+and the discount keep that from running away with few labels.
 
 **Operators** may set a labeler's weight (``rlhf labelers-weight``): it replaces the estimated one as it is, in the
 units of the estimated weights (1: an average label).
@@ -105,7 +107,8 @@ def estimate_labeler_quality(
         overrides: labeler id -> the operator's weight, used as it is (``store.labeler_weight_overrides()``).
         prior_accuracy: accuracy a labeler is trusted with before any evidence, in (0.5, 1).
         prior_strength: how many labels' worth of evidence the prior is, > 0.
-        model_discount: what the model's evidence counts for, relative to a peer's, in [0, 1].
+        model_discount: what the model's evidence counts for, relative to a peer's, in [0, 1]; 1 when
+            ``model_prob_a`` comes from a model that did not train on the labels (see the module on bias).
 
     Returns:
         labeler id -> :class:`LabelerQuality`, for every labeler in ``labels``.
