@@ -142,6 +142,20 @@ class LabelerStats(BaseModel):
     labels_per_hour: float | None = Field(description="labels over the span from first to last label")
     first_label_at: float | None
     last_label_at: float | None
+    judged: int | None = Field(default=None, description="a/b answers the latest quality estimate counted")
+    model_agreement: float | None = Field(
+        default=None, description="mean probability, under the reward model, that the labeler's a/b answers are right"
+    )
+    peer_agreement: float | None = Field(
+        default=None, description="share of the labeler's a/b answers that other labelers gave on the same pairs"
+    )
+    accuracy: float | None = Field(default=None, description="estimated probability that an a/b answer is right")
+    weight: float | None = Field(
+        default=None,
+        description="weight of the labeler's labels in reward training (1: an average label); None before the "
+        "loop's first estimate, unless an operator set one",
+    )
+    weight_set_by_operator: bool = Field(default=False, description="an operator set the weight (rlhf labelers-weight)")
 
 
 class PairwiseAgreementPublic(BaseModel):

@@ -368,6 +368,7 @@ class LabelingService:
         records = self.store.labels()
         effective = self.store.effective_labels()
         names = {labeler.id: labeler.name for labeler in self.store.labelers()}
+        qualities, operator_weights = self.store.labeler_quality(), self.store.labeler_weight_overrides()
         undos: Counter[int] = Counter(record.labeler_id for record in records if record.is_undo)
         by_labeler: dict[int, list[Any]] = defaultdict(list)
         for label in effective:
@@ -377,6 +378,8 @@ class LabelingService:
             labels = by_labeler.get(labeler_id, [])
             times = [label.created_at for label in labels]
             span = max(times) - min(times) if times else 0.0
+            quality = qualities.get(labeler_id)
+            operator_weight = operator_weights.get(labeler_id)
             rows.append(
                 LabelerStats(
                     name=name,
@@ -388,6 +391,12 @@ class LabelingService:
                     labels_per_hour=(len(labels) - 1) / span * 3600 if span >= 1.0 else None,
                     first_label_at=min(times) if times else None,
                     last_label_at=max(times) if times else None,
+                    judged=None if quality is None else quality.labels,
+                    model_agreement=None if quality is None else quality.model_agreement,
+                    peer_agreement=None if quality is None else quality.peer_agreement,
+                    accuracy=None if quality is None else quality.accuracy,
+                    weight=operator_weight if quality is None else quality.weight,
+                    weight_set_by_operator=operator_weight is not None,
                 )
             )
         stats = agreement((label.query_id, label.labeler, label.choice) for label in effective)

@@ -123,6 +123,12 @@ COMMANDS: dict[str, Command] = {
         "run_labelers_add",
         "Add a labeler to a workspace and print their personal labeling URL (the token is shown once).",
     ),
+    "labelers-weight": Command(
+        "rlhf.labelers_weight",
+        "LabelersWeightConfig",
+        "run_labelers_weight",
+        "Set the weight of a labeler's labels in reward training (0: ignore them), or --auto to estimate it again.",
+    ),
     "ppo": Command("baselines.ppo", "PPOConfig", "train_ppo", "PPO on a gymnasium env."),
     "dqn": Command("baselines.dqn", "DQNConfig", "train_dqn", "Train DQN on a discrete-action env."),
     "tune": Command(
@@ -198,8 +204,8 @@ def parse(argv: Sequence[str]) -> tuple[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand; user errors print one line and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:2] == ["labelers", "add"]:  # `rlhf labelers add NAME` reads better than the subcommand's name
-        args = ["labelers-add", *args[2:]]
+    if args[:1] == ["labelers"] and args[1:2] in (["add"], ["weight"]):  # `rlhf labelers add NAME` reads better
+        args = [f"labelers-{args[1]}", *args[2:]]
     command = args[0] if args else "rlhf"
     try:
         command, config = parse(args)

@@ -57,10 +57,16 @@
       div.append(b, name);
       return div;
     }));
-    $("labelers").replaceChildren(...s.labelers.map((l) => row([
-      cell(l.name), cell(l.labels, true), cell(l.skips, true), cell(l.ties, true), cell(l.undos, true),
-      cell(fmt(l.labels_per_hour, 0), true), cell(fmt(l.median_seconds, 1), true),
-    ])));
+    const percent = (v) => (v === null || v === undefined ? "–" : `${fmt(100 * v, 0)}%`);
+    $("labelers").replaceChildren(...s.labelers.map((l) => {
+      const weight = cell(l.weight_set_by_operator ? `${fmt(l.weight)} · set by operator` : fmt(l.weight), true);
+      if (l.accuracy !== null) weight.title = `estimated accuracy ${percent(l.accuracy)} from ${l.judged} a/b answers`;
+      return row([
+        cell(l.name), cell(l.labels, true), cell(l.skips, true), cell(l.ties, true), cell(l.undos, true),
+        cell(fmt(l.labels_per_hour, 0), true), cell(fmt(l.median_seconds, 1), true),
+        cell(percent(l.model_agreement), true), cell(percent(l.peer_agreement), true), weight,
+      ]);
+    }));
     const a = s.agreement;
     $("agreement-summary").textContent = a.overlapping_pairs
       ? `${a.overlapping_pairs} pairs answered by two or more labelers · Fleiss' κ ${fmt(a.fleiss_kappa)} · `

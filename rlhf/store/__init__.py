@@ -8,7 +8,8 @@ lease queries and append labels; reward training reads the effective labels back
 Modules, by role: :mod:`~rlhf.store.records` (the dataclasses it reads and writes, its errors),
 :mod:`~rlhf.store.schema` (tables, indexes, version, migrations), :mod:`~rlhf.store.engine` (URLs, engines, SQLite
 settings, transactions), :mod:`~rlhf.store.statements` (prebuilt SQL, rows <-> records),
-:mod:`~rlhf.store.store` (:class:`PreferenceStore`) and :mod:`~rlhf.store.export` (labels -> dataset files).
+:mod:`~rlhf.store.store` (:class:`PreferenceStore`), :mod:`~rlhf.store.quality` (its labeler-quality estimates and
+operator weights) and :mod:`~rlhf.store.export` (labels -> dataset files).
 
 Design choices, at the points where they matter:
 
@@ -55,6 +56,7 @@ from rlhf.store.records import (
     Label,
     LabeledPair,
     Labeler,
+    LabelerQuality,
     LoopPoint,
     LoopStatus,
     Query,
@@ -86,6 +88,7 @@ __all__ = [
     "Label",
     "LabeledPair",
     "Labeler",
+    "LabelerQuality",
     "LoopPoint",
     "LoopStatus",
     "PreferenceStore",

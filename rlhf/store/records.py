@@ -216,6 +216,57 @@ class LabeledPair:
 
 
 @dataclass(frozen=True)
+class LabelerQuality:
+    """How far one labeler's answers are trusted, and the weight their labels get in reward training.
+
+    Estimated by :func:`rlhf.labelers.estimate_labeler_quality`; the store keeps the latest estimates
+    (:meth:`PreferenceStore.record_labeler_quality`) and the operator's weights.
+
+    Attributes:
+        labeler_id: the labeler.
+        name: the labeler's name.
+        labels: strict answers (``a`` or ``b``) the estimate counted; ties and skips are not right or wrong.
+        model_agreement: mean probability, under the reward model, that the labeler's strict answers are right
+            (0.5 for random answers); None without a model or without strict answers.
+        peer_agreement: share of agreeing pairs of strict answers with other labelers on the same queries; None
+            without such overlaps.
+        accuracy: estimated probability that a strict answer of this labeler is right.
+        estimated_weight: the weight the estimate gives each of the labeler's labels.
+        weight: the weight used in training: the operator's when ``overridden``, else ``estimated_weight``.
+        overridden: whether an operator set ``weight``.
+    """
+
+    labeler_id: int
+    name: str
+    labels: int
+    model_agreement: float | None
+    peer_agreement: float | None
+    accuracy: float
+    estimated_weight: float
+    weight: float
+    overridden: bool = False
+
+    def __post_init__(self) -> None:
+        _check_counts(self, "labeler_id", "labels")
+        _check_measures(self, "model_agreement", "peer_agreement", "accuracy")
+        for name in ("model_agreement", "peer_agreement", "accuracy"):
+            value = getattr(self, name)
+            if (value is None and name == "accuracy") or (value is not None and not 0.0 <= value <= 1.0):
+                raise StoreError(f"LabelerQuality.{name} must be a probability, not {value!r}")
+        for name in ("estimated_weight", "weight"):
+            object.__setattr__(self, name, check_weight(getattr(self, name), f"LabelerQuality.{name}"))
+
+
+def check_weight(weight: object, what: str) -> float:
+    """``weight`` as a float, or StoreError unless it is a finite number >= 0 (``what`` names it in the message)."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float | np.integer | np.floating):
+        raise StoreError(f"{what} must be a number >= 0, not {weight!r}")
+    if not (math.isfinite(float(weight)) and float(weight) >= 0.0):
+        raise StoreError(f"{what} must be a finite number >= 0, not {weight!r}")
+    return float(weight)
+
+
+@dataclass(frozen=True)
 class EnvBinding:
     """The env a store belongs to, recorded by :meth:`PreferenceStore.bind_env` on first use."""
 

@@ -47,7 +47,9 @@ from rlhf.store.records import UNDO
 if TYPE_CHECKING:
     from rlhf.store.engine import Transactions
 
-SCHEMA_VERSION = 3  # 2: queries count their labels (labels_done); 3: the loop's status is a record in the meta table
+SCHEMA_VERSION = 4
+"""2: queries count their labels (labels_done); 3: the loop's status is a record in the meta table; 4: labeler
+quality estimates and operator weights (``rlhf_labeler_quality``)."""
 MAX_KEY_LENGTH = 200
 """Longest idempotency key."""
 SCHEMA_KEY = "rlhf.schema_version"
@@ -138,6 +140,23 @@ labels_table = Table(
     Index("ix_rlhf_labels_labeler", "labeler_id", "id"),
 )
 
+labeler_quality_table = Table(
+    "rlhf_labeler_quality",
+    metadata,
+    Column("labeler_id", Integer, ForeignKey("rlhf_labelers.id"), primary_key=True, autoincrement=False),
+    # The latest estimate (rlhf.labelers), all NULL until the loop records one; see LabelerQuality.
+    Column("labels", Integer, nullable=True),
+    Column("model_agreement", Float, nullable=True),
+    Column("peer_agreement", Float, nullable=True),
+    Column("accuracy", Float, nullable=True),
+    Column("estimated_weight", Float, nullable=True),
+    Column("estimated_at", Float, nullable=True),
+    # The operator's weight, NULL for automatic; it outlives the estimates, which each round replaces.
+    Column("weight_override", Float, nullable=True),
+    Column("override_at", Float, nullable=True),
+    CheckConstraint("weight_override >= 0", name="ck_rlhf_labeler_quality_override"),
+)
+
 _counted, _counted_voider = labels_table.alias("counted"), labels_table.alias("counted_voider")
 
 
@@ -156,18 +175,19 @@ def effective_count(query: NamedFromClause) -> ColumnElement[int]:
     )
 
 
-def upsert(conn: Connection, table: Table, key: str, values: dict[str, Any]) -> None:
-    """Insert or update the row ``key`` of a key/value table."""
+def upsert(conn: Connection, table: Table, key: Any, values: dict[str, Any], key_column: str = "key") -> None:
+    """Insert or update the row whose primary key ``key_column`` is ``key`` (a key/value table by default)."""
+    column = table.c[key_column]
     if conn.dialect.name == "sqlite":
-        sqlite_statement = sqlite_insert(table).values(key=key, **values)
-        conn.execute(sqlite_statement.on_conflict_do_update(index_elements=[table.c.key], set_=values))
+        sqlite_statement = sqlite_insert(table).values({key_column: key, **values})
+        conn.execute(sqlite_statement.on_conflict_do_update(index_elements=[column], set_=values))
         return
     if conn.dialect.name == "postgresql":
-        postgresql_statement = postgresql_insert(table).values(key=key, **values)
-        conn.execute(postgresql_statement.on_conflict_do_update(index_elements=[table.c.key], set_=values))
+        postgresql_statement = postgresql_insert(table).values({key_column: key, **values})
+        conn.execute(postgresql_statement.on_conflict_do_update(index_elements=[column], set_=values))
         return
-    if conn.execute(update(table).where(table.c.key == key).values(**values)).rowcount == 0:
-        conn.execute(insert(table).values(key=key, **values))
+    if conn.execute(update(table).where(column == key).values(**values)).rowcount == 0:
+        conn.execute(insert(table).values({key_column: key, **values}))
 
 
 def check_version(conn: Connection, where: str) -> None:
@@ -179,7 +199,7 @@ def check_version(conn: Connection, where: str) -> None:
     stored = conn.execute(select(meta_table.c.value).where(meta_table.c.key == SCHEMA_KEY)).scalar()
     if stored is None:
         upsert(conn, meta_table, SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
-    elif json.loads(stored) in (1, 2):
+    elif json.loads(stored) in (1, 2, 3):
         _migrate(conn, json.loads(stored))
     elif json.loads(stored) != SCHEMA_VERSION:
         raise ConfigError(
@@ -192,14 +212,16 @@ def _migrate(conn: Connection, version: int) -> None:
     """Schema 1 -> 2: queries gain ``labels_done`` (counted from the labels) and the open-queries index.
     2 -> 3: the loop's status moved from the ``rlhf_status`` table to the meta table (a status record, see
     ``LoopStatus``); the old table goes, and with the version an older server refuses the store instead of
-    showing no status."""
+    showing no status. 3 -> 4: the ``rlhf_labeler_quality`` table, created with the others (empty: no estimate, no
+    operator weight); with the version, older code refuses the store instead of ignoring the operator's weights."""
     if version == 1:
         columns = {column["name"] for column in inspect(conn).get_columns(queries_table.name)}
         if "labels_done" not in columns:
             conn.execute(text(f"ALTER TABLE {queries_table.name} ADD COLUMN labels_done INTEGER NOT NULL DEFAULT 0"))
         conn.execute(update(queries_table).values(labels_done=effective_count(queries_table)))
         open_index.create(conn, checkfirst=True)
-    conn.execute(text("DROP TABLE IF EXISTS rlhf_status"))
+    if version < 3:
+        conn.execute(text("DROP TABLE IF EXISTS rlhf_status"))
     upsert(conn, meta_table, SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from baselines.common.errors import ConfigError
 from rlhf.store import statements as sql
 from rlhf.store.engine import Synchronous, Transactions, open_engine, store_url
+from rlhf.store.quality import LabelerQualityMethods
 from rlhf.store.records import (
     DuplicateLabelerError,
     EnvBinding,
@@ -50,8 +51,9 @@ DEFAULT_LEASE_SECONDS = 600.0
 _MAX_CLAIM_ATTEMPTS = 100
 
 
-class PreferenceStore:
-    """Segments, queries, labels and labelers behind one SQLAlchemy engine.
+class PreferenceStore(LabelerQualityMethods):
+    """Segments, queries, labels and labelers (and their quality, :class:`LabelerQualityMethods`) behind one
+    SQLAlchemy engine.
 
     Args:
         url_or_path: an SQLAlchemy URL (``sqlite:///runs/x/prefs.sqlite``, ``postgresql+psycopg://...``) or a file
@@ -86,7 +88,8 @@ class PreferenceStore:
             create_or_check(self._transaction, self.url)
         except DBAPIError as error:
             self._engine.dispose()
-            raise ConfigError(f"cannot open the preference store at {self.url}: {error.orig}") from error
+            reason = " ".join(str(error.orig).split())  # one line: drivers' messages span several
+            raise ConfigError(f"cannot open the preference store at {self.url}: {reason}") from error
         except ConfigError:
             self._engine.dispose()
             raise
@@ -566,11 +569,7 @@ class PreferenceStore:
         return None if row is None else sql.labeler_from_row(row)
 
     def get_labeler(self, labeler_id: int) -> Labeler:
-        """The labeler record.
-
-        Raises:
-            UnknownLabelerError: no such labeler.
-        """
+        """The labeler record; UnknownLabelerError if there is none."""
         with self._transaction() as conn:
             return self._require_labeler(conn, labeler_id)
 

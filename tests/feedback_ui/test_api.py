@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from feedback_ui.app import create_app
 from feedback_ui.service import LABELS_PER_PAIR_META_KEY, side_for_choice
+from rlhf.labelers import estimate_labeler_quality
 from rlhf.store import LoopStatus, PreferenceStore
 from tests.feedback_ui.conftest import ADMIN_TOKEN, bearer, make_settings, queue_pairs
 
@@ -292,6 +293,33 @@ def test_admin_stats_labelers_and_export(client: TestClient, store: PreferenceSt
     assert written["rows"] == 2 and Path(written["path"]).is_relative_to(workspace / "exports")
     assert (Path(written["path"]) / "preferences.jsonl").is_file()
     assert client.post("/api/admin/export", json={"format": "csv"}, headers=admin).status_code == 422
+
+
+def test_admin_stats_show_each_labelers_quality_and_weight(client: TestClient, store: PreferenceStore) -> None:
+    query_ids = queue_pairs(store, 4, labels_wanted=2)
+    alice, bob = (store.get_or_create_labeler(name).id for name in ("alice", "bob"))
+    store.get_or_create_labeler("carol")
+    store.add_labels(alice, [(query_id, "a", 1.0, None) for query_id in query_ids])
+    store.add_labels(bob, [(query_id, choice, 1.0, None) for query_id, choice in zip(query_ids, "abbb", strict=True)])
+    admin = bearer(ADMIN_TOKEN)
+    before = {row["name"]: row for row in client.get("/api/admin/stats", headers=admin).json()["labelers"]}
+    assert (before["alice"]["weight"], before["alice"]["model_agreement"], before["alice"]["judged"]) == (None,) * 3
+    # What the loop records after training the reward model (here: a model sure that "a" is better everywhere).
+    qualities = estimate_labeler_quality(store.effective_labels(), dict.fromkeys(query_ids, 0.9))
+    store.record_labeler_quality(qualities)
+    store.set_labeler_weight("carol", 0.0)  # an operator's weight, before carol's first label
+    rows = {row["name"]: row for row in client.get("/api/admin/stats", headers=admin).json()["labelers"]}
+    assert (rows["alice"]["judged"], rows["alice"]["model_agreement"]) == (4, pytest.approx(0.9))
+    assert (rows["bob"]["model_agreement"], rows["bob"]["peer_agreement"]) == (pytest.approx(0.3), 0.25)
+    assert rows["alice"]["accuracy"] > rows["bob"]["accuracy"]
+    assert rows["alice"]["weight"] == pytest.approx(qualities[alice].weight)
+    assert rows["alice"]["weight"] > rows["bob"]["weight"]
+    assert not rows["alice"]["weight_set_by_operator"]
+    carol = rows["carol"]
+    assert (carol["weight"], carol["weight_set_by_operator"], carol["judged"]) == (0.0, True, None)
+    store.set_labeler_weight("alice", 2.0)
+    rows = {row["name"]: row for row in client.get("/api/admin/stats", headers=admin).json()["labelers"]}
+    assert (rows["alice"]["weight"], rows["alice"]["weight_set_by_operator"]) == (2.0, True)
 
 
 def test_clips_need_a_session_and_answer_ranges(client: TestClient, store: PreferenceStore) -> None:

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from feedback_ui.server import ServerHandle, start_server_in_background
-from rlhf.store import LoopStatus, PreferenceStore
+from rlhf.store import LabelerQuality, LoopStatus, PreferenceStore
 from tests.feedback_ui.conftest import queue_pairs
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -122,7 +122,12 @@ def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore,
 
 
 @pytest.mark.slow
-def test_admin_page(server: ServerHandle, page: Page) -> None:
+def test_admin_page(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
+    dora = store.get_or_create_labeler("dora").id
+    quality = LabelerQuality(dora, "dora", 40, 0.81, 0.74, 0.9, estimated_weight=1.25, weight=1.25)
+    store.record_labeler_quality([quality])
+    store.get_or_create_labeler("erin")
+    store.set_labeler_weight("erin", 0.0)
     page.goto(server.admin_url)
     page.wait_for_selector("#cards .card")
     page.fill("#labeler-name", "carol")
@@ -135,3 +140,11 @@ def test_admin_page(server: ServerHandle, page: Page) -> None:
     curve = page.evaluate("(() => { const t = document.getElementById('curves').data[0]; return [t.x, t.y]; })()")
     assert curve == [[10], [0.8]]
     assert "carol" in (page.text_content("#labelers") or "")
+    # Each labeler's agreement with the model and with peers, and the weight of their labels in training.
+    headers = page.eval_on_selector_all("#labelers", "b => [...b[0].closest('table').querySelectorAll('th')]"
+                                        ".map(th => th.textContent)")  # fmt: skip
+    assert headers[-3:] == ["Agreement with model", "Agreement with peers", "Weight"]
+    rows = page.eval_on_selector_all("#labelers tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    by_name = {row[0]: row[-3:] for row in rows}
+    assert by_name["dora"] == ["81%", "74%", "1.25"] and by_name["erin"] == ["–", "–", "0.00 · set by operator"]
+    assert "rlhf labelers weight" in (page.text_content("main") or "")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from baselines.common.errors import ConfigError
-from rlhf.store import PreferenceStore
+from rlhf.store import SCHEMA_VERSION, PreferenceStore
 from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, open_store, populate
 
 
@@ -104,7 +104,7 @@ def test_unreachable_server_is_a_config_error_without_the_password() -> None:
     # Either the driver is missing or port 1 refuses the connection; both must read as a ConfigError.
     with pytest.raises(ConfigError, match="cannot open the preference store at postgresql") as error:
         PreferenceStore("postgresql://labeler:hunter2@127.0.0.1:1/prefs?connect_timeout=2")
-    assert "hunter2" not in str(error.value)
+    assert "hunter2" not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_schema_1_store_is_migrated_with_counted_labels(tmp_path: Path) -> None:
     with PreferenceStore(path) as store:
         assert [query.id for query in store.pending_queries()] == pending_before
         assert pending_before == [query_ids[3], query_ids[2], query_ids[1]]
-        assert store.get_meta("rlhf.schema_version") == 3
+        assert store.get_meta("rlhf.schema_version") == SCHEMA_VERSION
     with sqlite3.connect(path) as conn:
         done = dict(conn.execute("SELECT id, labels_done FROM rlhf_queries").fetchall())
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -153,8 +153,25 @@ def test_a_schema_2_store_loses_its_status_table_and_keeps_its_labels(tmp_path: 
         conn.execute("CREATE TABLE rlhf_status (key VARCHAR PRIMARY KEY, value TEXT)")
         conn.execute("UPDATE rlhf_meta SET value = '2' WHERE key = 'rlhf.schema_version'")
     with PreferenceStore(path) as store:
-        assert store.get_meta("rlhf.schema_version") == 3
+        assert store.get_meta("rlhf.schema_version") == SCHEMA_VERSION
         assert [pair.choice for pair in store.effective_labels()] == ["a"] and store.loop_status() is None
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "rlhf_status" not in tables
+
+
+def test_a_schema_3_store_gains_the_labeler_quality_table(tmp_path: Path) -> None:
+    path = tmp_path / "prefs.sqlite"
+    with open_store(path) as store:
+        _, query_ids = populate(store, np.random.default_rng(0), n_queries=2, labels_wanted=1)
+        store.add_label(query_ids[0], store.get_or_create_labeler("alice").id, "a", 1.0)
+    with sqlite3.connect(path) as conn:  # as version 3 left it: no labeler quality
+        conn.execute("DROP TABLE rlhf_labeler_quality")
+        conn.execute("UPDATE rlhf_meta SET value = '3' WHERE key = 'rlhf.schema_version'")
+    with PreferenceStore(path) as store:
+        assert store.get_meta("rlhf.schema_version") == SCHEMA_VERSION == 4
+        assert [pair.choice for pair in store.effective_labels()] == ["a"]
+        assert store.labeler_quality() == {} and store.labeler_weight_overrides() == {}
+        store.set_labeler_weight("alice", 0.5)
+    with PreferenceStore(path) as reopened:
+        assert reopened.labeler_weight_overrides() == {reopened.get_or_create_labeler("alice").id: 0.5}

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from feedback_ui.writer import StoreWriter
-from rlhf.store import AlreadyLabeledError, LoopStatus, PreferenceStore
+from rlhf.store import AlreadyLabeledError, LabelerQuality, LoopStatus, PreferenceStore
 from rlhf.store.schema import metadata
 from tests.store import scenarios
 
@@ -90,3 +90,21 @@ def test_the_service_writer_commits_call_by_call(url: str) -> None:
         assert isinstance(outcomes[-1], AlreadyLabeledError)
         assert writer.batches == writer.writes == 5
         assert store.queue_size() == 0 and len(store.labels()) == 4
+
+
+def test_labeler_quality_and_operator_weights(url: str) -> None:
+    with PreferenceStore(url) as store:
+        alice, bob = (store.get_or_create_labeler(name).id for name in ("alice", "bob"))
+        store.set_labeler_weight("bob", 0.0)
+        estimates = [
+            LabelerQuality(alice, "alice", 40, 0.8, 0.7, 0.9, estimated_weight=1.2, weight=1.2),
+            LabelerQuality(bob, "bob", 30, 0.5, 0.5, 0.52, estimated_weight=0.1, weight=0.1),
+        ]
+        store.record_labeler_quality(estimates)
+        store.record_labeler_quality(estimates)  # an upsert, not a second row
+    with PreferenceStore(url) as reopened:
+        read = reopened.labeler_quality()
+        assert (read[alice].weight, read[bob].weight, read[bob].estimated_weight) == (1.2, 0.0, 0.1)
+        assert reopened.labeler_weight_overrides() == {bob: 0.0}
+        reopened.set_labeler_weight(bob, None)
+        assert reopened.labeler_weight_overrides() == {} and reopened.labeler_quality()[bob].weight == 0.1
