@@ -29,6 +29,7 @@ from baselines.common.progress import progress_bar
 from baselines.common.report import Report, color, metric_series
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due, write_json
 from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
+from rlhf.labelers import estimate_labeler_quality, label_weights
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
 from rlhf.render import render_segments
 from rlhf.reward import (
@@ -277,16 +278,35 @@ class LoopState:
     """The label filter's running threshold state (``LabelFilter.state_dict``); empty without a filter."""
 
 
-def _preference_data(store: PreferenceStore, segments: dict[str, Segment], action_space: Any) -> PreferenceData | None:
-    """All effective non-skip labels as Bradley-Terry training data (targets: 1 a, 0 b, 0.5 tie); None while there
-    are none (a teacher may skip every pair it has seen)."""
+def _preference_data(
+    store: PreferenceStore, segments: dict[str, Segment], action_space: Any, model: Any, trained: bool
+) -> PreferenceData | None:
+    """All effective non-skip labels as Bradley-Terry training data (targets: 1 a, 0 b, 0.5 tie), each weighted by
+    its labeler's estimated reliability (``rlhf.labelers``, recorded in the store for the admin page); None while
+    there are none (a teacher may skip every pair it has seen).
+
+    The reliability reads the reward model's ``P(a)`` from before this round's training (``trained``: whether
+    there is such a model), so the round's new labels are judged by a model that never saw them; agreement with
+    other labelers on shared pairs counts too. One labeler alone always weighs 1.
+    """
     labeled = [p for p in store.effective_labels() if p.choice != "skip"]
     if not labeled:
         return None
     missing = [i for p in labeled for i in (p.segment_a, p.segment_b) if i not in segments]
     for segment in store.get_segments(sorted(set(missing))):
         segments[segment.id] = segment
-    return preference_data([(segments[p.segment_a], segments[p.segment_b], p.choice) for p in labeled], action_space)
+    pairs = [(segments[p.segment_a], segments[p.segment_b], p.choice) for p in labeled]
+    model_prob_a = None
+    if trained:
+        probabilities = preference_probabilities(
+            model,
+            segment_features([a for a, _, _ in pairs], action_space),
+            segment_features([b for _, b, _ in pairs], action_space),
+        ).mean(axis=0)
+        model_prob_a = {p.query_id: float(prob) for p, prob in zip(labeled, probabilities, strict=True)}
+    qualities = estimate_labeler_quality(labeled, model_prob_a, store.labeler_weight_overrides())
+    store.record_labeler_quality(qualities)
+    return preference_data(pairs, action_space, weights=label_weights(labeled, qualities))
 
 
 def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None = None) -> dict[str, Any]:
@@ -405,7 +425,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                 if cfg.human:
                     retrain = _wait_for_human_labels(cfg, store, loop, schedule[0])
                 if retrain:
-                    data = _preference_data(store, segments, action_space)
+                    data = _preference_data(store, segments, action_space, model, trained=bool(loop.history))
                     loop.labels_used = loop.trained_on = 0 if data is None else len(data.targets)
                     if data is not None and len(data.targets) >= 2:
                         if cfg.reward_warm_start and not loop.history:  # the first training: start it warm

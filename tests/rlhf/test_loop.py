@@ -57,6 +57,10 @@ def test_short_loop_on_cartpole_writes_everything(tmp_path: Path) -> None:
     assert (status.round, status.labels_used, status.label_budget) == (4, 24, 24)
     assert (status.env_steps, status.total_steps) == (summary["env_steps"], 4096)
     assert status.policy_true_return == pytest.approx(summary["eval_return_mean"])
+    # The teacher's estimated reliability is on record for the admin page; one labeler alone weighs 1.
+    (quality,) = store.labeler_quality().values()
+    assert quality.name == "teacher:oracle" and 0 < quality.labels <= 24 and quality.weight == pytest.approx(1.0)
+    assert all(r.get("reward/labels_downweighted", 0.0) == 0.0 for r in rows)
     assert status.reward_val_accuracy == pytest.approx(summary["reward_model_accuracy"])
     measured = [p for p in status.history if p.reward_val_accuracy is not None]
     trained = [r for r in rows if "reward/val_accuracy" in r]
