@@ -115,6 +115,12 @@ class LabelFilter:
         trusted = losses < threshold
         flipped = (losses > -math.log(self.config.flip_below)) & (targets != 0.5)
         trusted &= ~flipped
+        if len(losses) and not (trusted | flipped).any():
+            raise ConfigError(
+                f"the label filter's threshold {threshold:.3g} would drop every one of {len(losses)} labels (their "
+                f"losses run from {losses.min():.3g} to {losses.max():.3g}); loosen LabelFilterConfig or train "
+                "without a filter"
+            )
         if trusted.any():
             c = self.config
             self.loss_max += c.ema * (float(losses[trusted].max()) - self.loss_max)

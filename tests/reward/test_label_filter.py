@@ -77,6 +77,12 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
         LabelFilterConfig(**kwargs)  # type: ignore[arg-type]
 
 
+def test_a_threshold_that_would_drop_every_label_is_an_error_not_an_empty_epoch() -> None:
+    label_filter = LabelFilter(LabelFilterConfig(beta_start=0.0, beta_end=0.0), loss_max=2.0, loss_var=0.0)
+    with pytest.raises(ConfigError, match="drop every one of 3 labels"):
+        label_filter.select(np.array([1.0, 2.0, 3.0]), np.ones(3))
+
+
 def test_bad_losses_are_refused() -> None:
     with pytest.raises(ConfigError, match="finite"):
         LabelFilter().select(np.array([0.1, math.nan]), np.ones(2))
