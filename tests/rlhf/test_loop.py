@@ -144,6 +144,8 @@ def test_export_then_train_reward_from_the_dataset(tmp_path: Path, capsys: pytes
         (["--eval-every", "-1"], "--eval-every must be >= 0"),
         (["--pool-size", "1"], "--pool-size must be at least 2"),
         (["--segment-length", "0"], "--segment-length must be at least 1, got 0"),
+        (["--ending-pair-share", "1.5"], "--ending-pair-share must be in [0, 1], got 1.5"),
+        (["--random-answer-rate", "nan"], "--random-answer-rate must be in [0, 0.5)"),
     ],
 )
 def test_bad_input_is_one_clear_line(
