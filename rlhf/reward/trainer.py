@@ -261,11 +261,14 @@ def _train(
 
     # Early stopping reads the loss training minimises: with a random-answer rate, a flipped held-out label
     # must not dominate it either.
-    def stopping_loss() -> float:
-        return _evaluate(model, features_a, features_b, targets, val_index, random_answer_rate=rate)[0]
+    def stopping_loss() -> float:  # weighted as training weighs: a random labeler's held-out labels count little
+        return _evaluate(model, features_a, features_b, targets, val_index, random_answer_rate=rate,
+                         label_weights=data.weights)[0]  # fmt: skip
 
     rate = config.random_answer_rate
-    best_loss = stopping_loss() if len(val_index) else np.inf
+    # Early stopping needs held-out labels that weigh something; without, every epoch runs.
+    stops_early = len(val_index) > 0 and (data.weights is None or float(data.weights[val_index].sum()) > 0)
+    best_loss = stopping_loss() if stops_early else np.inf
     best_state = _copy_state(model)
     best_epoch = epochs_run = stale_epochs = 0
     # Dropout draws from torch's generator of the model's device: seed it from rng, and leave the caller's state
@@ -301,7 +304,7 @@ def _train(
                 torch.autograd.backward(loss)
                 optimizer.step()
             epochs_run = epoch
-            if len(val_index) == 0:
+            if not stops_early:
                 continue
             val_loss = stopping_loss()
             if val_loss < best_loss - 1e-6:
@@ -310,7 +313,7 @@ def _train(
                 stale_epochs += 1
                 if stale_epochs >= config.patience:
                     break
-    if len(val_index) == 0:
+    if not stops_early:
         best_epoch = epochs_run
     else:
         model.load_state_dict(best_state)
@@ -382,26 +385,32 @@ def _evaluate(
     index: np.ndarray,
     batch_size: int = 512,
     random_answer_rate: float = 0.0,
+    label_weights: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Loss (under ``random_answer_rate``) and accuracy of the pairs ``index`` in eval mode; the model's
-    train/eval mode is put back after."""
+    """Loss (under ``random_answer_rate``; a mean weighted by ``label_weights`` when given) and accuracy of the
+    pairs ``index`` in eval mode; the model's train/eval mode is put back after."""
     if len(index) == 0:
         return float("nan"), float("nan")
     was_training = model.training
     model.eval()
+    weights = torch.as_tensor(
+        np.ones(len(targets)) if label_weights is None else label_weights, dtype=targets.dtype, device=targets.device
+    )
+    total_weight = float(weights[torch.as_tensor(index, device=targets.device)].sum())
     total_loss, correct, decided = 0.0, 0, 0
     for start in range(0, len(index), batch_size):
         mb_index = torch.as_tensor(index[start : start + batch_size], device=features_a.device)
         mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
         mb_targets = targets[mb_index]
         losses = bradley_terry_loss(mb_returns_a, mb_returns_b, mb_targets, "none", random_answer_rate)
-        total_loss += losses.mean(0).sum().item()
+        total_loss += (losses.mean(0) * weights[mb_index]).sum().item()
         margin = (mb_returns_a - mb_returns_b).mean(dim=0)
         strict = mb_targets != 0.5
         correct += int(((margin > 0) == (mb_targets == 1.0))[strict].sum().item())
         decided += int(strict.sum().item())
     model.train(was_training)
-    return total_loss / len(index), (correct / decided if decided else float("nan"))
+    loss = total_loss / total_weight if total_weight > 0 else float("nan")
+    return loss, (correct / decided if decided else float("nan"))
 
 
 @contextmanager

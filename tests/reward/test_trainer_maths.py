@@ -9,7 +9,18 @@ import pytest
 import torch
 
 from baselines.common.errors import ConfigError
-from rlhf.reward import PreferenceData, RewardTrainerConfig, bradley_terry_loss, smooth_targets, validation_mask
+from rlhf.reward import (
+    PreferenceData,
+    RewardModelConfig,
+    RewardTrainerConfig,
+    bradley_terry_loss,
+    build_reward_model,
+    smooth_targets,
+    train_reward_model,
+    validation_mask,
+)
+from rlhf.reward.trainer import _evaluate, pair_returns
+from tests.reward.toy import toy_preferences
 
 LOG_SIGMOID_1 = -math.log1p(math.exp(-1.0))  # log sigmoid(1) = -0.31326...
 LOG_SIGMOID_M1 = -math.log1p(math.exp(1.0))  # log sigmoid(-1) = -1.31326...
@@ -114,3 +125,26 @@ def test_trainer_config_rejects_bad_values() -> None:
         RewardTrainerConfig(label_smoothing=1.5)
     with pytest.raises(ConfigError, match="val_fraction"):
         RewardTrainerConfig(val_fraction=1.0)
+
+
+def test_early_stopping_reads_the_held_out_labels_as_training_weighs_them() -> None:
+    """The held-out loss is the label-weighted mean (hand-checked on two pairs), and held-out labels that all weigh 0
+    leave no early stopping: every epoch runs instead of the untrained weights coming back."""
+    model = build_reward_model(RewardModelConfig(feature_dim=4, hidden_sizes=(8,), ensemble_size=1, seed=0))
+    data = toy_preferences(2, 3, np.random.default_rng(0))
+    features_a, features_b = torch.from_numpy(data.features_a), torch.from_numpy(data.features_b)
+    targets = torch.from_numpy(data.targets)
+    with torch.no_grad():
+        returns_a, returns_b = pair_returns(model, features_a, features_b)
+        per_pair = bradley_terry_loss(returns_a, returns_b, targets, "none")[0].numpy()
+    weighted, _ = _evaluate(model, features_a, features_b, targets, np.arange(2), label_weights=np.array([3.0, 1.0]))
+    assert weighted == pytest.approx((3 * per_pair[0] + per_pair[1]) / 4, rel=1e-5)
+
+    data = toy_preferences(60, 5, np.random.default_rng(1))
+    config = RewardTrainerConfig(epochs=7, val_fraction=0.3, patience=1)
+    held_out = validation_mask(len(data), config.val_fraction, config.split_seed)
+    weights = np.where(held_out, 0.0, 1.0)
+    weighted_data = PreferenceData(data.features_a, data.features_b, data.targets, weights)
+    model = build_reward_model(RewardModelConfig(feature_dim=4))
+    fit = train_reward_model(model, weighted_data, config, np.random.default_rng(0))
+    assert fit["epochs_run"] == 7 and fit["best_epoch"] == 7
