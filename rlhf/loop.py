@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import plotly.graph_objects as go
@@ -163,6 +163,15 @@ class RLHFConfig:
     resume: Path | None = None
     """Continue the run in this folder from its store and last checkpoint."""
 
+    FIELDS_ADDED_LATER: ClassVar[dict[str, Any]] = {
+        "random_answer_rate": 0.0,
+        "reward_inputs": "observations-actions",
+        "ending_pair_share": 0.0,
+        "label_filter": "none",
+        "reward_warm_start": False,
+    }
+    """What a run saved before these fields existed did (``--resume`` keeps it: the same experiment)."""
+
     @classmethod
     def cli_default(cls, env: str | None, config_file: str | None, resume: str | None) -> RLHFConfig:
         """The default instance the CLI shows and overrides (``baselines.common.config.cli_default``)."""
@@ -287,7 +296,8 @@ def _preference_data(
 
     The reliability reads the reward model's ``P(a)`` from before this round's training (``trained``: whether
     there is such a model), so the round's new labels are judged by a model that never saw them; agreement with
-    other labelers on shared pairs counts too. One labeler alone always weighs 1.
+    other labelers on shared pairs counts too. One labeler alone (without an operator's weight) trains unweighted,
+    and so do estimates that would leave every label at weight 0 (a warning; an operator's weights that do raise).
     """
     labeled = [p for p in store.effective_labels() if p.choice != "skip"]
     if not labeled:
@@ -304,9 +314,19 @@ def _preference_data(
             segment_features([b for _, b, _ in pairs], action_space),
         ).mean(axis=0)
         model_prob_a = {p.query_id: float(prob) for p, prob in zip(labeled, probabilities, strict=True)}
-    qualities = estimate_labeler_quality(labeled, model_prob_a, store.labeler_weight_overrides())
+    overrides = store.labeler_weight_overrides()
+    qualities = estimate_labeler_quality(labeled, model_prob_a, overrides)
     store.record_labeler_quality(qualities)
-    return preference_data(pairs, action_space, weights=label_weights(labeled, qualities))
+    if len(qualities) == 1 and not overrides:
+        return preference_data(pairs, action_space)  # one labeler: nobody to weigh against, every label counts
+    try:
+        weights = label_weights(labeled, qualities)
+    except ConfigError:
+        if overrides:  # the operator's weights leave nothing to train on: say so
+            raise
+        print("labeler weights: every labeler looks no better than chance; training unweighted", file=sys.stderr)
+        return preference_data(pairs, action_space)
+    return preference_data(pairs, action_space, weights=weights)
 
 
 def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None = None) -> dict[str, Any]:
@@ -583,7 +603,7 @@ def _warm_start(model: Any, segments: list[Segment], action_space: Any, rng: np.
     """RIME's warm start on the real steps of ``segments``: their state-entropy reward, then an MSE fit."""
     features = segment_features(segments, action_space)
     observations = np.stack([s.obs.reshape(s.length, -1) for s in segments]).astype(np.float32)
-    targets = state_entropy_rewards(observations) * np.stack([s.mask for s in segments])  # absorbing steps: 0
+    targets = state_entropy_rewards(observations, mask=np.stack([s.mask for s in segments]), rng=rng)
     return warm_start(model, features, targets, rng)
 
 

@@ -92,10 +92,16 @@ def cli_default(cls: type[Config], env: str | None, config_file: str | None, res
     return factory(env=env_id, **values)
 
 
+def saved_config(cls: type[Any], folder: Path) -> dict[str, Any]:
+    """A run's saved ``config.json``; fields it lacks (added to ``cls`` after the run began) take the values in
+    ``cls.FIELDS_ADDED_LATER`` when the class names them: the behaviour the run had, not today's default."""
+    saved = read_config_file(cls, folder / "config.json")
+    return {**getattr(cls, "FIELDS_ADDED_LATER", {}), **saved}
+
+
 def resume_default(cls: type[Config], folder: Path) -> Config:
     """What ``--resume DIR`` starts from: the run's saved config, continuing in ``folder``."""
-    saved = read_config_file(cls, folder / "config.json")
-    return cls(**{**saved, "resume": folder, "out": folder})
+    return cls(**{**saved_config(cls, folder), "resume": folder, "out": folder})
 
 
 def resolve_resume(config: Config, extra_resumable: Iterable[str] = ()) -> Config:
@@ -109,7 +115,7 @@ def resolve_resume(config: Config, extra_resumable: Iterable[str] = ()) -> Confi
     folder = getattr(config, "resume")  # noqa: B009 (a generic config dataclass)
     assert folder is not None
     cls: type[Any] = type(config)
-    saved = read_config_file(cls, Path(folder) / "config.json")
+    saved = saved_config(cls, Path(folder))
     resumable = RESUMABLE_FIELDS | set(extra_resumable)
     fixed = [name for name in saved if name not in resumable and name not in _RUN_PLACE_FIELDS]
     changed = [name for name in fixed if getattr(config, name) != saved[name]]

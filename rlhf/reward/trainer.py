@@ -213,7 +213,8 @@ def train_reward_model(
         ``train_accuracy``, ``val_accuracy`` (ensemble-mean returns, ties excluded; NaN without such labels),
         ``epochs_run``, ``best_epoch`` (0: the starting weights were best), ``num_train``, ``num_val``, ``seconds``;
         ``labels_trusted``, ``labels_flipped``, ``labels_dropped`` (the filter's verdict in the last epoch run; all
-        trusted without a filter) and ``labels_downweighted`` (training labels whose weight is below 1).
+        trusted without a filter) and ``labels_downweighted`` (training labels weighing less than half an average
+        label).
     """
     with _torch_threads(config.torch_threads):
         return _train(model, data, config, rng, label_filter)
@@ -333,7 +334,7 @@ def _train(
         "labels_trusted": float(trusted.sum()) if label_filter is not None else float(num_train),
         "labels_flipped": float(flipped.sum()),
         "labels_dropped": float(num_train - trusted.sum() - flipped.sum()) if label_filter is not None else 0.0,
-        "labels_downweighted": float((data.weights[train_index] < 1).sum()) if data.weights is not None else 0.0,
+        "labels_downweighted": float((data.weights[train_index] < 0.5).sum()) if data.weights is not None else 0.0,
     }
 
 

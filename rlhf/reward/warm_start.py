@@ -17,21 +17,43 @@ from baselines.common.errors import check
 from rlhf.reward.models import RewardModel
 
 
-def state_entropy_rewards(observations: np.ndarray, k: int = 5) -> np.ndarray:
-    """``(N, L)`` standardized ``log(1 + d_k)`` of each step's observation among all ``N * L`` of them.
+def state_entropy_rewards(
+    observations: np.ndarray,
+    k: int = 5,
+    mask: np.ndarray | None = None,
+    max_reference: int = 4096,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``(N, L)`` standardized ``log(1 + d_k)`` of each real step's observation; 0 on padded steps.
 
     Args:
         observations: ``(N, L, D)`` observations of ``N`` segments of ``L`` steps.
         k: the neighbour whose distance is read (PEBBLE uses 5).
+        mask: ``(N, L)`` True for real steps (default all); padded (absorbing) steps are neither scored nor
+            neighbours.
+        max_reference: neighbours are searched among at most this many real steps (a random subset), and
+            distances computed in chunks, so memory stays bounded however many segments the pool holds.
+        rng: picks the reference subset (default: seed 0).
     """
     check(observations.ndim == 3, f"observations must be (N, L, D), got {observations.shape}")
-    flat = torch.from_numpy(observations.reshape(-1, observations.shape[-1]).astype(np.float32))
+    real = np.ones(observations.shape[:2], dtype=bool) if mask is None else mask.astype(bool)
+    flat = torch.from_numpy(observations[real].reshape(-1, observations.shape[-1]).astype(np.float32))
     check(len(flat) > k, f"need more than k={k} steps for a k-nearest-neighbour estimate, got {len(flat)}")
-    distances = torch.cdist(flat, flat)
-    kth = distances.kthvalue(k + 1, dim=1).values  # +1: each point is its own nearest neighbour
+    reference = flat
+    if len(flat) > max_reference:
+        pick = (rng or np.random.default_rng(0)).choice(len(flat), size=max_reference, replace=False)
+        reference = flat[torch.from_numpy(pick)]
+    kth = torch.cat(
+        [
+            torch.cdist(chunk, reference).kthvalue(k + 1, dim=1).values  # +1: a point may be its own neighbour
+            for chunk in torch.split(flat, 1024)
+        ]
+    )
     reward = torch.log1p(kth).numpy().astype(np.float64)
     reward = (reward - reward.mean()) / (reward.std() + 1e-8)
-    return reward.reshape(observations.shape[:2]).astype(np.float32)
+    out = np.zeros(observations.shape[:2], dtype=np.float32)
+    out[real] = reward
+    return out
 
 
 def warm_start(

@@ -44,3 +44,17 @@ def test_warm_start_fits_the_target_in_every_member() -> None:
             (1, 2)
         )
     assert bool((per_member < 0.15).all()) and not math.isnan(float(per_member.sum()))
+
+
+def test_padded_steps_are_neither_scored_nor_neighbours_and_memory_stays_bounded() -> None:
+    # The same four real points as above, plus padded zeros that would otherwise sit next to the point at 0.
+    observations = np.array([[[0.0], [1.0], [0.0]], [[3.0], [7.0], [0.0]]])
+    mask = np.array([[True, True, False], [True, True, False]])
+    raw = np.log1p(np.array([1.0, 1.0, 2.0, 4.0]))
+    expected = np.zeros((2, 3))
+    expected[mask] = (raw - raw.mean()) / raw.std()
+    np.testing.assert_allclose(state_entropy_rewards(observations, k=1, mask=mask), expected, rtol=1e-5, atol=1e-6)
+    # 20k steps against a 1k reference subset: runs in chunks, every real step scored.
+    many = np.random.default_rng(0).normal(size=(400, 50, 3))
+    rewards = state_entropy_rewards(many, max_reference=1000)
+    assert rewards.shape == (400, 50) and np.isfinite(rewards).all() and abs(rewards.mean()) < 1e-4

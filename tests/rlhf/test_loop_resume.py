@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -12,8 +13,11 @@ import torch
 
 import baselines.ppo
 import rlhf.loop as loop_module
+from baselines.common.checkpoint import load_checkpoint
+from baselines.common.config import resume_default
 from rlhf.cli import main
 from rlhf.loop import RLHFConfig, run_rlhf
+from rlhf.reward import LabelFilter
 from rlhf.store import PreferenceStore
 from tests.interrupt import interrupt_run, logged_steps
 
@@ -87,3 +91,44 @@ def test_a_run_whose_reward_model_never_trained_resumes(tmp_path: Path, monkeypa
     assert status is not None and status.env_steps == 2048
     steps = [point.env_steps for point in status.history]
     assert steps == sorted(set(steps))  # the redone steps are not in the history twice
+
+
+def test_resume_keeps_what_a_run_saved_before_later_fields_existed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose config.json predates the robust-learning fields resumes as the experiment it was (actions read,
+    plain Bradley-Terry, no filter), and changing one of them on resume is refused like any other field."""
+    out = tmp_path / "old"
+    assert main([*ARGS, "--total-steps", "1024", "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    for name in RLHFConfig.FIELDS_ADDED_LATER:
+        saved.pop(name)
+    (out / "config.json").write_text(json.dumps(saved))
+    resumed = resume_default(RLHFConfig, out)
+    assert resumed.reward_inputs == "observations-actions" and resumed.random_answer_rate == 0.0
+    assert resumed.label_filter == "none" and resumed.ending_pair_share == 0.0 and not resumed.reward_warm_start
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--label-filter", "rime"]) == 2
+    assert "drop --label-filter" in capsys.readouterr().err
+    assert main(["run", "--resume", str(out), "--total-steps", "2048"]) == 0
+
+
+def test_the_label_filter_state_carries_over_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    config = RLHFConfig(env="CartPole-v1", labels=24, total_steps=2048, segment_length=20, label_rounds=4,
+                        label_phase=1.0, eval_episodes=1, eval_every=0, label_filter="rime", out=out)  # fmt: skip
+    run_rlhf(config)
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint is not None
+    saved_state = checkpoint["loop"]["label_filter"]
+    assert saved_state["updates"] >= 4
+    loaded: list[dict[str, float]] = []
+    original = LabelFilter.load_state_dict
+
+    def spy(self: LabelFilter, state: dict[str, float]) -> None:
+        loaded.append(dict(state))
+        original(self, state)
+
+    monkeypatch.setattr(LabelFilter, "load_state_dict", spy)
+    run_rlhf(dataclasses.replace(RLHFConfig.cli_default(None, None, str(out)), total_steps=4096))
+    assert loaded == [saved_state]
