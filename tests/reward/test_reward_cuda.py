@@ -13,6 +13,7 @@ import torch
 
 from rlhf.query import preference_probabilities
 from rlhf.reward import (
+    LabelFilter,
     LearnedReward,
     PreferenceData,
     RewardModel,
@@ -24,6 +25,7 @@ from rlhf.reward import (
     train_reward_model,
 )
 from rlhf.reward.trainer import pair_returns
+from rlhf.reward.warm_start import state_entropy_rewards, warm_start
 from rlhf.segments import absorbing_features
 from tests.cuda import needs_cuda
 from tests.reward.toy import toy_preferences
@@ -122,3 +124,29 @@ def test_building_a_transformer_leaves_the_cuda_generator_alone() -> None:
     before = torch.cuda.get_rng_state()
     build_reward_model(CONFIGS["transformer"])
     assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_the_label_filter_weights_ignored_columns_and_warm_start_run_on_cuda(kind: str) -> None:
+    """Issue 12's additions on a cuda model: RIME's filter over weighted labels with early stopping, a model that
+    ignores the action columns, and the warm start, all on the model's device, landing near the CPU's."""
+    config = dataclasses.replace(CONFIGS[kind], feature_dim=4, max_length=10, ignored_features=(2,))
+    data = toy_preferences(200, 10, np.random.default_rng(0))
+    weighted = PreferenceData(data.features_a, data.features_b, data.targets, np.linspace(0.5, 1.5, 200))
+    trainer = RewardTrainerConfig(epochs=5, batch_size=32, val_fraction=0.1)
+    cpu, cuda = _cpu_and_cuda(config)
+    targets = state_entropy_rewards(data.features_a[..., :3])
+    for model in (cpu, cuda):
+        warm_start(model, data.features_a, targets, np.random.default_rng(2), epochs=2)
+    fits = [
+        train_reward_model(model, weighted, trainer, np.random.default_rng(1), LabelFilter()) for model in (cpu, cuda)
+    ]
+    assert all(p.device.type == "cuda" for p in cuda.parameters())
+    assert fits[1]["labels_trusted"] + fits[1]["labels_flipped"] + fits[1]["labels_dropped"] == fits[1]["num_train"]
+    assert fits[1]["train_accuracy"] > 0.7 and fits[0]["train_accuracy"] > 0.7, fits
+    changed = data.features_a.copy()
+    changed[..., 2] += 5.0
+    with torch.no_grad():
+        a = cuda.segment_returns(torch.from_numpy(data.features_a).cuda())
+        b = cuda.segment_returns(torch.from_numpy(changed).cuda())
+    assert torch.allclose(a, b)
