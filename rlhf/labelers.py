@@ -134,7 +134,9 @@ def estimate_labeler_quality(
     for index, i in enumerate(ids):
         e = evidence[i]
         own = peers.owner == index
-        estimated = float(raw[index]) / mean if mean > 0.0 else 0.0
+        # Weights are relative to the others': a labeler alone weighs 1 whatever its accuracy (nobody to weigh
+        # against; its estimate is still reported), else 0 at chance.
+        estimated = 1.0 if len(ids) == 1 else float(raw[index]) / mean if mean > 0.0 else 0.0
         qualities[i] = LabelerQuality(
             labeler_id=i,
             name=e.name,

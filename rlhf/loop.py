@@ -296,8 +296,8 @@ def _preference_data(
 
     The reliability reads the reward model's ``P(a)`` from before this round's training (``trained``: whether
     there is such a model), so the round's new labels are judged by a model that never saw them; agreement with
-    other labelers on shared pairs counts too. One labeler alone (without an operator's weight) trains unweighted,
-    and so do estimates that would leave every label at weight 0 (a warning; an operator's weights that do raise).
+    other labelers on shared pairs counts too. One labeler alone weighs 1 (``estimate_labeler_quality``); estimates
+    that would leave every label at weight 0 train unweighted with a warning (an operator's weights that do raise).
     """
     labeled = [p for p in store.effective_labels() if p.choice != "skip"]
     if not labeled:
@@ -317,8 +317,6 @@ def _preference_data(
     overrides = store.labeler_weight_overrides()
     qualities = estimate_labeler_quality(labeled, model_prob_a, overrides)
     store.record_labeler_quality(qualities)
-    if len(qualities) == 1 and not overrides:
-        return preference_data(pairs, action_space)  # one labeler: nobody to weigh against, every label counts
     try:
         weights = label_weights(labeled, qualities)
     except ConfigError:

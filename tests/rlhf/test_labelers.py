@@ -116,6 +116,10 @@ def test_one_labeler_trains_as_unweighted() -> None:
     qualities = estimate_labeler_quality(labels, sure)
     assert qualities[1].accuracy < 0.8  # the evidence moved the estimate...
     assert label_weights(labels, qualities) == pytest.approx([1.0] * len(labels))  # ...not the weights
+    # Even a lone labeler the model contradicts (estimated at chance or below) weighs 1: nobody to weigh against.
+    contradicted = {query_id: 0.01 if a else 0.99 for query_id, a in enumerate(a_is_better)}
+    alone = estimate_labeler_quality(labels, contradicted, model_discount=1.0)
+    assert alone[1].accuracy < 0.5 and label_weights(labels, alone) == pytest.approx([1.0] * len(labels))
 
 
 def test_overrides_win_and_leave_the_others_alone() -> None:
@@ -137,15 +141,16 @@ def test_an_override_that_is_not_a_finite_number_at_least_zero_is_refused(bad: f
 
 
 def test_every_label_at_weight_zero_is_an_error_not_an_empty_training_set() -> None:
-    # A lone labeler whom a confident model contradicts on 100 pairs is at chance: weight 0.
-    labels = [labeled(q, q, "a", ANN) for q in range(100)]
-    qualities = estimate_labeler_quality(labels, dict.fromkeys(range(100), 0.02))
-    assert qualities[ANN].accuracy < 0.5 and qualities[ANN].weight == 0.0
+    # Two labelers whom a confident model contradicts on 100 pairs each are both at chance: weight 0. (A lone
+    # labeler weighs 1 whatever its accuracy: there is nobody to weigh it against.)
+    labels = [labeled(q, q, "a", ANN) for q in range(100)] + [labeled(100 + q, 100 + q, "a", BOB) for q in range(100)]
+    qualities = estimate_labeler_quality(labels, dict.fromkeys(range(200), 0.02))
+    assert all(q.accuracy < 0.5 and q.weight == 0.0 for q in qualities.values())
     with pytest.raises(ConfigError, match="every label would weigh 0"):
         label_weights(labels, qualities)
     # Every labeler set to 0 by the operator: the same.
     with pytest.raises(ConfigError, match="every label would weigh 0"):
-        label_weights(labels, estimate_labeler_quality(labels, None, overrides={ANN: 0.0}))
+        label_weights(labels, estimate_labeler_quality(labels, None, overrides={ANN: 0.0, BOB: 0.0}))
     # Skips alone train nothing anyway: no error, no weights to refuse.
     skips = [labeled(1, 1, "skip", ANN)]
     assert label_weights(skips, estimate_labeler_quality(skips, None, overrides={ANN: 0.0})) == [0.0]
