@@ -45,6 +45,7 @@ from rlhf.reward import (
     train_reward_model,
 )
 from rlhf.reward.label_filter import LabelFilter
+from rlhf.reward.regularization import AdaptiveL2
 from rlhf.reward.warm_start import state_entropy_rewards, warm_start
 from rlhf.segments import (
     Segment,
@@ -142,6 +143,9 @@ class RLHFConfig:
     label_filter: Literal["none", "rime"] = "none"
     """rime: before each reward epoch, leave out labels the model contradicts beyond an adaptive threshold and
     flip confidently contradicted ones (Cheng et al. 2024); none: train on every label."""
+    reward_regularization: Literal["weight-decay", "adaptive-l2"] = "weight-decay"
+    """weight-decay: AdamW's fixed decoupled decay (1e-2); adaptive-l2: Christiano et al.'s L2 penalty, its
+    coefficient moved each epoch to keep the held-out loss between 1.1 and 1.5 times the training loss."""
     human_retrain_labels: int = 10
     """--teacher human: retrain the reward model each time this many new labels are in."""
     host: str = "127.0.0.1"
@@ -169,6 +173,7 @@ class RLHFConfig:
         "ending_pair_share": 0.0,
         "label_filter": "none",
         "reward_warm_start": False,
+        "reward_regularization": "weight-decay",
     }
     """What a run saved before these fields existed did (``--resume`` keeps it: the same experiment)."""
 
@@ -285,6 +290,8 @@ class LoopState:
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     label_filter: dict[str, float] = dataclasses.field(default_factory=dict)
     """The label filter's running threshold state (``LabelFilter.state_dict``); empty without a filter."""
+    l2: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The adaptive L2 coefficient (``AdaptiveL2.state_dict``); empty without it."""
 
 
 def _preference_data(
@@ -381,9 +388,11 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         label_smoothing=cfg.label_smoothing,
         random_answer_rate=cfg.random_answer_rate,
         split_seed=cfg.seed,
+        weight_decay=0.0 if cfg.reward_regularization == "adaptive-l2" else RewardTrainerConfig.weight_decay,
     )
     model = build_reward_model(model_cfg)
     label_filter = LabelFilter() if cfg.label_filter == "rime" else None
+    l2 = AdaptiveL2() if cfg.reward_regularization == "adaptive-l2" else None
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
     if checkpoint is not None:
@@ -395,6 +404,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         loop = LoopState(**checkpoint["loop"])
         if label_filter is not None and loop.label_filter:
             label_filter.load_state_dict(loop.label_filter)
+        if l2 is not None and loop.l2:
+            l2.load_state_dict(loop.l2)
         # The store is the record of what was asked and labeled: a round may have queued its pairs and taken its
         # labels after the checkpoint. Counting from the store keeps the label budget exact; such a round is asked
         # again (capped by what is left of the budget), unanswered queries are answered by the next round.
@@ -449,9 +460,12 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                         if cfg.reward_warm_start and not loop.history:  # the first training: start it warm
                             segments_so_far = list(pool.segments)
                             metrics["reward/warm_start_mse"] = _warm_start(model, segments_so_far, action_space, rng)
-                        fit = train_reward_model(model, data, trainer_cfg, rng, label_filter)
+                        fit = train_reward_model(model, data, trainer_cfg, rng, label_filter, l2)
                         if label_filter is not None:
                             loop.label_filter = label_filter.state_dict()
+                        if l2 is not None:
+                            loop.l2 = l2.state_dict()
+                            metrics["reward/l2_coefficient"] = l2.coefficient
                         metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
                         metrics["reward/train_loss"] = float(fit["train_loss"])
                         for verdict in ("trusted", "flipped", "dropped", "downweighted"):

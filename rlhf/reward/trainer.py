@@ -29,6 +29,7 @@ from torch import Tensor
 from baselines.common.errors import ConfigError, check
 from rlhf.reward.label_filter import LabelFilter
 from rlhf.reward.models import RewardModel
+from rlhf.reward.regularization import AdaptiveL2
 from rlhf.segments import Segment, segment_features
 
 CHOICE_TARGETS: dict[str, float] = {"a": 1.0, "b": 0.0, "tie": 0.5}
@@ -196,6 +197,7 @@ def train_reward_model(
     config: RewardTrainerConfig,
     rng: np.random.Generator,
     label_filter: LabelFilter | None = None,
+    l2: AdaptiveL2 | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``data``, continuing from its current weights.
 
@@ -207,6 +209,9 @@ def train_reward_model(
         label_filter: RIME's selection (``rlhf.reward.label_filter``): before each epoch, training labels the model
             contradicts beyond its adaptive threshold are left out, confidently contradicted ones flipped; its
             running state carries over between calls. None trains on every label.
+        l2: Christiano et al.'s L2 penalty (``rlhf.reward.regularization``), its coefficient moved after each epoch
+            to keep the held-out loss within a band of the training loss; it carries over between calls. None: no
+            penalty (the optimizer's weight decay still applies).
 
     Returns:
         ``train_loss``, ``val_loss`` (Bradley-Terry loss of the returned weights on raw targets, member mean),
@@ -214,10 +219,10 @@ def train_reward_model(
         ``epochs_run``, ``best_epoch`` (0: the starting weights were best), ``num_train``, ``num_val``, ``seconds``;
         ``labels_trusted``, ``labels_flipped``, ``labels_dropped`` (the filter's verdict in the last epoch run; all
         trusted without a filter) and ``labels_downweighted`` (training labels weighing less than half an average
-        label).
+        label); with ``l2``, ``l2_coefficient`` (after this call's adjustments).
     """
     with _torch_threads(config.torch_threads):
-        return _train(model, data, config, rng, label_filter)
+        return _train(model, data, config, rng, label_filter, l2)
 
 
 def _train(
@@ -226,6 +231,7 @@ def _train(
     config: RewardTrainerConfig,
     rng: np.random.Generator,
     label_filter: LabelFilter | None,
+    l2: AdaptiveL2 | None,
 ) -> dict[str, float]:
     started = time.perf_counter()
     if data.feature_dim != model.config.feature_dim:
@@ -301,6 +307,8 @@ def _train(
                 )
                 # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
                 loss = (losses * weights[:, mb_order]).sum() / len(mb_index)
+                if l2 is not None:
+                    loss = loss + l2.penalty(model)
                 optimizer.zero_grad(set_to_none=True)
                 torch.autograd.backward(loss)
                 optimizer.step()
@@ -308,6 +316,9 @@ def _train(
             if not stops_early:
                 continue
             val_loss = stopping_loss()
+            if l2 is not None:  # Christiano's band: held-out loss within [low, high] times the training loss
+                l2.update(_evaluate(model, features_a, features_b, targets, train_index, random_answer_rate=rate,
+                                    label_weights=data.weights)[0], val_loss)  # fmt: skip
             if val_loss < best_loss - 1e-6:
                 best_loss, best_state, best_epoch, stale_epochs = val_loss, _copy_state(model), epoch, 0
             else:
@@ -335,7 +346,7 @@ def _train(
         "labels_flipped": float(flipped.sum()),
         "labels_dropped": float(num_train - trusted.sum() - flipped.sum()) if label_filter is not None else 0.0,
         "labels_downweighted": float((data.weights[train_index] < 0.5).sum()) if data.weights is not None else 0.0,
-    }
+    } | ({"l2_coefficient": l2.coefficient} if l2 is not None else {})
 
 
 def evaluate_reward_model(model: RewardModel, data: PreferenceData) -> dict[str, float]:

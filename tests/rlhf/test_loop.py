@@ -207,6 +207,22 @@ def test_label_filter_and_warm_start_in_the_loop(tmp_path: Path) -> None:
     assert state["updates"] >= 4 and state["loss_max"] > 0
 
 
+def test_adaptive_l2_in_the_loop_logs_and_checkpoints_its_coefficient(tmp_path: Path) -> None:
+    """--reward-regularization adaptive-l2: each round logs the coefficient, which moves from its start and is
+    saved with the checkpoint for a resume to continue from."""
+    out = tmp_path / "run"
+    config = dataclasses.replace(
+        TINY, teacher="mistake", teacher_epsilon=0.3, reward_regularization="adaptive-l2", eval_every=0, out=out
+    )
+    run_rlhf(config)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    coefficients = [r["reward/l2_coefficient"] for r in rows if "reward/l2_coefficient" in r]
+    assert len(coefficients) == 4 and len(set(coefficients)) > 1
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint is not None
+    assert checkpoint["loop"]["l2"] == {"coefficient": coefficients[-1]}
+
+
 def test_reward_inputs_follow_the_env_row_unless_chosen(tmp_path: Path) -> None:
     """Pendulum's row reads observations alone (the action columns are the model's ignored features); chosen
     explicitly, the model reads the actions too."""
