@@ -46,7 +46,7 @@ class AdaptiveL2:
 
     def penalty(self, model: nn.Module) -> Tensor:
         """``coefficient * sum(w ** 2)`` over the trainable weight matrices (biases and gains are not penalized)."""
-        weights = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        weights = [p for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "bias" not in name]
         total = torch.stack([w.square().sum() for w in weights]).sum()
         return self.coefficient * total
 
