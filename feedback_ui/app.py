@@ -20,13 +20,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from baselines.common.errors import ConfigError
 from feedback_ui.routers import export, health, labelers, labels, pages, queries, stats
-from feedback_ui.service import LabelingService, PairUnavailableError
+from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings, get_settings
 from rlhf.store import (
     AlreadyLabeledError,
     DuplicateLabelerError,
     IdempotencyConflictError,
     InvalidLabelError,
+    PairUnavailableError,
     PreferenceStore,
     StoreError,
     UnknownLabelerError,

@@ -1,7 +1,7 @@
 """What the routes do, over the preference store: serve pairs, take answers, undo, count.
 
 The store is the authority (leases, one answer per labeler and pair, idempotency keys, append-only undo); this layer
-translates screen sides to stored choices, refuses answers to pairs that are not the labeler's to answer, and keeps
+translates screen sides to stored choices, words the store's refusals of answers for the labeler, and keeps
 small caches of immutable facts (token -> labeler, segment -> clip) so a request costs one store transaction.
 
 Writes go through one lock: SQLite admits one writer at a time, and a waiting writer otherwise sleeps in SQLite's
@@ -45,8 +45,10 @@ from rlhf.store import (
     Label,
     Labeler,
     LoopStatus,
+    PairUnavailableError,
     PreferenceStore,
     Query,
+    RefusalReason,
     StoreError,
     UnknownQueryError,
     export_preferences,
@@ -62,8 +64,12 @@ PROGRESS_TTL_S = 2.0
 _MAX_CACHED = 50_000
 
 
-class PairUnavailableError(StoreError):
-    """The pair is leased to another labeler, or already has all the labels it wants."""
+_REFUSALS: dict[RefusalReason, str] = {
+    "full": "pair {pair} already has the labels it wants; ask for the next pair",
+    "leased": "pair {pair} is leased to another labeler; ask for the next pair",
+    "not_served": "pair {pair} was not served to you; answer the pair you were shown",
+}
+"""What a labeler is told when the store refuses an answer (:class:`PairUnavailableError`'s reason)."""
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,9 @@ class LabelingService:
         self._labelers: dict[str, Labeler] = {}
         self._segments: dict[str, _SegmentInfo] = {}
         self._clip_files: dict[str, Path] = {}
-        self._leases: dict[int, Query] = {}
-        self.writer = StoreWriter(store, self.write_lock, on_failed_commit=self._leases.clear)
+        self._queries: dict[int, Query] = {}
+        """Pairs served, for their sides (which never change); leases are the store's to check."""
+        self.writer = StoreWriter(store, self.write_lock)
         """The thread the routes run store writes on, batched (see :func:`feedback_ui.dependencies.run_write`)."""
         self._progress: dict[int, tuple[float, ProgressPublic]] = {}
         if settings.task_description is not None:
@@ -225,9 +232,9 @@ class LabelingService:
         with self.write_lock:
             query = self.store.lease_next(labeler.id, self.lease_seconds)
         if query is not None:
-            if len(self._leases) >= _MAX_CACHED:
-                self._leases.clear()
-            self._leases[query.id] = query
+            if len(self._queries) >= _MAX_CACHED:
+                self._queries.clear()
+            self._queries[query.id] = query
         return query
 
     def next_pair(self, labeler: Labeler) -> tuple[Query, PairPublic] | None:
@@ -264,52 +271,31 @@ class LabelingService:
     ) -> tuple[Label, Query]:
         """Store an answer given as a screen side.
 
-        A labeler may answer a pair they hold (even after the lease lapsed, unless someone else took it since), a
-        pair they undid, or repeat an earlier request with the same idempotency key.
+        A labeler may answer a pair they were served and still hold (even after the lease lapsed, unless someone
+        else took it since), a pair they undid (undo leases it back), or repeat an earlier request with the same
+        idempotency key. The store checks this with the pair's row locked, so any number of server processes agree.
 
         Raises:
             UnknownQueryError: no such pair.
-            PairUnavailableError: leased to someone else, or it has all its labels.
+            PairUnavailableError: not served to this labeler, leased to someone else, or it has all its labels.
             AlreadyLabeledError, IdempotencyConflictError: from the store.
         """
-        now = time.time()
-        query = self._leases.get(query_id)
-        fast = (
-            query is not None
-            and query.lease_labeler == labeler.id
-            and query.lease_expires_at is not None
-            and query.lease_expires_at > now
-        )
-        if not fast:
+        query = self._queries.get(query_id)
+        if query is None:
             try:
                 query = self.store.get_query(query_id)
             except UnknownQueryError as error:
                 raise UnknownQueryError(f"unknown pair {query_id}") from error
-        assert query is not None
         choice = query.choice_for_side(side)
-        with self.write_lock:
-            if not fast:
-                self._check_open(labeler, query, key, now)
-            label = self.store.add_label(query_id, labeler.id, choice, seconds_taken, key)
-        self._leases.pop(query_id, None)
+        try:
+            with self.write_lock:
+                label = self.store.add_label(query_id, labeler.id, choice, seconds_taken, key, require_lease=True)
+        except PairUnavailableError as error:
+            raise PairUnavailableError(_REFUSALS[error.reason].format(pair=query_id), error.reason) from None
+        except AlreadyLabeledError:
+            raise AlreadyLabeledError(f"you already answered pair {query_id}; undo it to change your answer") from None
         self._progress.pop(labeler.id, None)
         return label, query
-
-    def _check_open(self, labeler: Labeler, query: Query, key: str | None, now: float) -> None:
-        """The slow path of :meth:`submit`: answers to pairs the labeler does not hold (retries, after an undo)."""
-        if key is not None and any(label.idempotency_key == key for label in self.store.labels(labeler.id)):
-            return  # a retry: the store replays the stored label (or reports a conflicting reuse of the key)
-        if (
-            query.lease_labeler not in (None, labeler.id)
-            and query.lease_expires_at is not None
-            and query.lease_expires_at > now
-        ):
-            raise PairUnavailableError(f"pair {query.id} is leased to another labeler; ask for the next pair")
-        answers = [label for label in self.store.effective_labels() if label.query_id == query.id]
-        if any(label.labeler_id == labeler.id for label in answers):
-            raise AlreadyLabeledError(f"you already answered pair {query.id}; undo it to change your answer")
-        if len(answers) >= query.labels_wanted:
-            raise PairUnavailableError(f"pair {query.id} already has the labels it wants; ask for the next pair")
 
     def label_public(self, label: Label, query: Query | None = None) -> LabelPublic:
         query = query if query is not None and query.id == label.query_id else self.store.get_query(label.query_id)
@@ -322,9 +308,10 @@ class LabelingService:
         )
 
     def undo(self, labeler: Labeler, key: str | None) -> tuple[Label | None, Query | None]:
-        """Void the labeler's latest label; returns it and its pair (to answer again), or ``(None, None)``."""
+        """Void the labeler's latest label; returns it and its pair, leased back to them to answer again (unless
+        another labeler holds it now, which only a pair wanting several labels allows), or ``(None, None)``."""
         with self.write_lock:
-            voided = self.store.undo_last(labeler.id, key)
+            voided = self.store.undo_last(labeler.id, key, lease_seconds=self.lease_seconds)
         self._progress.pop(labeler.id, None)
         if voided is None:
             return None, None

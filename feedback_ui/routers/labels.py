@@ -42,8 +42,8 @@ async def submit(
 
 @router.post("/undo", summary="Undo your latest label", responses=_ERRORS)
 async def undo(labeler: CurrentLabeler, service: ServiceDep, body: UndoCreate | None = None) -> UndoPublic:
-    """Void this labeler's most recent label (never anyone else's) and return its pair to answer again. Calling it
-    again undoes the label before. ``undone`` is null when there is nothing left to undo."""
+    """Void this labeler's most recent label (never anyone else's) and return its pair, leased back to them, to
+    answer again. Calling it again undoes the label before. ``undone`` is null when there is nothing left to undo."""
     key = body.idempotency_key if body is not None else None
     voided, query = await run_write(service, service.undo, labeler, key)
     if voided is None or query is None:

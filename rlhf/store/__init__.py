@@ -29,7 +29,11 @@ Design choices, at the points where they matter:
 * **Leases.** :meth:`PreferenceStore.lease_next` picks a candidate, then claims it with a conditional
   ``UPDATE ... WHERE <lease is free>`` and checks the row count; a lost race retries with the next candidate. This
   optimistic claim is correct on SQLite and on PostgreSQL under READ COMMITTED. One labeler holds a query at a time;
-  a pair that wants ``k > 1`` labels is served to ``k`` different labelers one after another.
+  a pair that wants ``k > 1`` labels is served to ``k`` different labelers one after another. An answer is checked
+  against the query's row, locked, in its own transaction: it must still want labels, no other labeler may hold a
+  live lease on it, and (``require_lease``, as the labeling service asks) the answering labeler must hold it; so no
+  cache in any process can give a query more labels than it wants. ``undo_last(..., lease_seconds=...)`` leases the
+  voided query back to its labeler in the undo's transaction.
 * **Append-only labels.** Labels are never updated or deleted. Undo appends a record (choice ``"undo"``) whose
   ``supersedes`` names the voided label; the *effective* labels are the answers that no record supersedes.
 * **Arrays.** Segment arrays are stored as ``np.save`` bytes (dtype and shape in the header, never pickles),
@@ -59,7 +63,9 @@ from rlhf.store.records import (
     LabelerQuality,
     LoopPoint,
     LoopStatus,
+    PairUnavailableError,
     Query,
+    RefusalReason,
     Segment,
     StoreError,
     StoreStats,
@@ -91,8 +97,10 @@ __all__ = [
     "LabelerQuality",
     "LoopPoint",
     "LoopStatus",
+    "PairUnavailableError",
     "PreferenceStore",
     "Query",
+    "RefusalReason",
     "Segment",
     "StoreError",
     "StoreStats",

@@ -55,6 +55,22 @@ class IdempotencyConflictError(StoreError):
     """An idempotency key that this labeler already used for a different request."""
 
 
+RefusalReason = Literal["full", "leased", "not_served"]
+
+
+class PairUnavailableError(StoreError):
+    """A query that cannot take this labeler's answer now.
+
+    Attributes:
+        reason: ``full`` (it has all the labels it wants), ``leased`` (another labeler holds its lease) or
+            ``not_served`` (the caller requires a lease, and this labeler does not hold it).
+    """
+
+    def __init__(self, message: str, reason: RefusalReason = "full") -> None:
+        super().__init__(message)
+        self.reason: RefusalReason = reason
+
+
 # --------------------------------------------------------------------------------------------------- records
 
 

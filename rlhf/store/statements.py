@@ -31,6 +31,7 @@ from rlhf.store.records import (
     Label,
     LabeledPair,
     Labeler,
+    PairUnavailableError,
     Query,
     Segment,
     StoreError,
@@ -88,7 +89,12 @@ CLAIM_QUERY = (
     .values(lease_labeler=_P_LABELER, lease_expires_at=bindparam("p_until"))
     .returning(*_q.c)
 )
-LOCK_QUERY = select(_q.c.id).where(_q.c.id == _P_QUERY).with_for_update()
+# What an answer is checked against, read with the row locked (PostgreSQL; SQLite holds the writer lock).
+LOCK_QUERY = (
+    select(_q.c.labels_done, _q.c.labels_wanted, _q.c.lease_labeler, _q.c.lease_expires_at)
+    .where(_q.c.id == _P_QUERY)
+    .with_for_update()
+)
 LABEL_BY_KEY = select(labels_table).where(
     labels_table.c.labeler_id == _P_LABELER, labels_table.c.idempotency_key == bindparam("p_key")
 )
@@ -96,10 +102,10 @@ ANSWER_OF_LABELER = select(_own.c.id).where(
     _own.c.query_id == _P_QUERY, _own.c.labeler_id == _P_LABELER, is_effective(_own, _own_voider)
 )
 INSERT_LABEL = insert(labels_table).returning(*labels_table.c)
-# An answer counts for its query and ends the answering labeler's lease on it.
+# An answer counts for its query and ends the answering labeler's lease on it; never past labels_wanted.
 COUNT_ANSWER = (
     update(_q)
-    .where(_q.c.id == _P_QUERY)
+    .where(_q.c.id == _P_QUERY, OPEN)
     .values(
         labels_done=_q.c.labels_done + 1,
         lease_labeler=case((_q.c.lease_labeler == _P_LABELER, None), else_=_q.c.lease_labeler),
@@ -325,15 +331,21 @@ def stored_segment_ids(conn: Connection, segment_ids: Sequence[str]) -> set[str]
 
 
 def insert_answer(
-    conn: Connection, labeler_id: int, answer: tuple[int, str, float, str | None], now: float, where: str
+    conn: Connection,
+    labeler_id: int,
+    answer: tuple[int, str, float, str | None],
+    now: float,
+    where: str,
+    require_lease: bool = False,
 ) -> Label:
     """Append one checked answer ``(query_id, choice, seconds_taken, idempotency_key)`` and count it for its query
     (see :meth:`PreferenceStore.add_label`; ``where`` names the store in messages)."""
     query_id, choice, seconds_taken, key = answer
-    # Lock the query row first (PostgreSQL; SQLite already holds the writer lock): answers of one labeler to
-    # one query then run one at a time, and each later statement sees the answer that committed before it.
+    # Lock the query row first (PostgreSQL; SQLite already holds the writer lock): answers to one query then run
+    # one at a time, and each sees the count and lease that the answer before it committed.
     params: dict[str, Any] = {"p_query": query_id, "p_labeler": labeler_id}
-    if conn.execute(LOCK_QUERY, params).first() is None:
+    locked = conn.execute(LOCK_QUERY, params).first()
+    if locked is None:
         raise UnknownQueryError(f"unknown query id {query_id} in the store at {where}")
     if key is not None:
         previous = label_by_key(conn, labeler_id, key)
@@ -349,6 +361,9 @@ def insert_answer(
         raise AlreadyLabeledError(
             f"labeler {labeler_id} already answered query {query_id} (label {answered.id}); undo it to change it"
         )
+    check_open(locked, query_id, labeler_id, now, require_lease)
+    if conn.execute(COUNT_ANSWER, params).rowcount != 1:  # the row is locked: only a bug gets here
+        raise PairUnavailableError(f"query {query_id} already has the labels it wants", "full")
     row = {
         "query_id": query_id,
         "labeler_id": labeler_id,
@@ -358,9 +373,20 @@ def insert_answer(
         "idempotency_key": key,
         "supersedes": None,
     }
-    stored = conn.execute(INSERT_LABEL, row).one()
-    conn.execute(COUNT_ANSWER, params)
-    return label_from_row(stored)
+    return label_from_row(conn.execute(INSERT_LABEL, row).one())
+
+
+def check_open(locked: Row[*tuple[Any, ...]], query_id: int, labeler_id: int, now: float, require_lease: bool) -> None:
+    """Refuse an answer to a query (its locked row: count and lease) that has all its labels, that another labeler
+    holds a live lease on, or, with ``require_lease``, that this labeler does not hold (a lease that lapsed stays
+    theirs until another labeler takes the query)."""
+    if int(locked.labels_done) >= int(locked.labels_wanted):
+        raise PairUnavailableError(f"query {query_id} already has the labels it wants", "full")
+    holder, until = locked.lease_labeler, locked.lease_expires_at
+    if holder is not None and holder != labeler_id and until is not None and float(until) > now:
+        raise PairUnavailableError(f"query {query_id} is leased to another labeler", "leased")
+    if require_lease and holder != labeler_id:
+        raise PairUnavailableError(f"query {query_id} is not leased to labeler {labeler_id}", "not_served")
 
 
 def label_by_key(conn: Connection, labeler_id: int, key: str) -> Label | None:
@@ -396,9 +422,12 @@ def read_stats(conn: Connection, now: float) -> StoreStats:
     )
 
 
-def void_last(conn: Connection, labeler_id: int, key: str | None, now: float) -> Label | None:
+def void_last(
+    conn: Connection, labeler_id: int, key: str | None, now: float, lease_until: float | None = None
+) -> Label | None:
     """Append an undo record voiding the labeler's latest effective label and uncount it; return the voided label
-    (see :meth:`PreferenceStore.undo_last`). A retry with the same ``key`` returns the label it voided."""
+    (see :meth:`PreferenceStore.undo_last`). With ``lease_until``, lease its query back to the labeler until then
+    (unless another labeler holds a live lease on it). A retry with the same ``key`` returns the label it voided."""
     if key is not None:
         previous = label_by_key(conn, labeler_id, key)
         if previous is not None:
@@ -422,4 +451,7 @@ def void_last(conn: Connection, labeler_id: int, key: str | None, now: float) ->
     }
     conn.execute(insert(labels_table), undo)
     conn.execute(UNCOUNT_ANSWER, {"p_query": voided.query_id})
+    if lease_until is not None:
+        claim = {"p_query": voided.query_id, "p_labeler": labeler_id, "p_now": now, "p_until": lease_until}
+        conn.execute(CLAIM_QUERY, claim).first()  # claimed, or held by another labeler: then theirs stays
     return voided

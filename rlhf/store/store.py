@@ -432,12 +432,16 @@ class PreferenceStore(LabelerQualityMethods):
         choice: str,
         seconds_taken: float,
         idempotency_key: str | None = None,
+        *,
+        require_lease: bool = False,
     ) -> Label:
         """Append one answer and release the labeler's lease on the query.
 
-        A label is accepted whenever the labeler has no effective answer on the query yet, with or without a lease
-        (a late answer after an expired lease is still data). A retry with the same ``idempotency_key`` returns the
-        stored label instead of adding a second one.
+        A label is accepted when the labeler has no effective answer on the query yet, the query still wants labels
+        (``labels_done < labels_wanted``) and no other labeler holds a live lease on it; a late answer after a lapsed
+        lease that nobody took since is still data. These are checked with the query's row locked, so concurrent
+        answers from any number of processes never give a query more labels than it wants. A retry with the same
+        ``idempotency_key`` returns the stored label instead of adding a second one (whatever the query's state).
 
         Args:
             query_id: the query answered.
@@ -445,43 +449,71 @@ class PreferenceStore(LabelerQualityMethods):
             choice: ``a``, ``b``, ``tie`` or ``skip`` about the query's segments a/b (not screen sides).
             seconds_taken: time spent, >= 0.
             idempotency_key: optional client key, unique per labeler.
+            require_lease: also refuse the answer unless this labeler holds the query's lease (live, or lapsed and
+                not taken by anyone since): a labeler answers only what :meth:`lease_next` served them.
 
         Raises:
             InvalidLabelError: bad choice or seconds.
             UnknownQueryError, UnknownLabelerError: unknown ids.
             AlreadyLabeledError: the labeler already answered this query.
+            PairUnavailableError: the query has all its labels, another labeler holds it, or (``require_lease``)
+                this labeler does not; its ``reason`` says which.
             IdempotencyConflictError: the key was used for a different request.
         """
-        return self.add_labels(labeler_id, [(query_id, choice, seconds_taken, idempotency_key)])[0]
+        answer = (query_id, choice, seconds_taken, idempotency_key)
+        return self.add_labels(labeler_id, [answer], require_lease=require_lease)[0]
 
-    def add_labels(self, labeler_id: int, answers: Sequence[tuple[int, str, float, str | None]]) -> list[Label]:
+    def add_labels(
+        self,
+        labeler_id: int,
+        answers: Sequence[tuple[int, str, float, str | None]],
+        *,
+        require_lease: bool = False,
+    ) -> list[Label]:
         """Append several answers of one labeler in one transaction (simulated teachers label in bulk).
 
         Args:
             labeler_id: who answers.
             answers: ``(query_id, choice, seconds_taken, idempotency_key)`` tuples; see :meth:`add_label`.
+            require_lease: see :meth:`add_label`.
 
         Returns:
             The labels, in the order of ``answers``. Raises (and stores nothing) if any answer is refused.
         """
         for _query_id, choice, seconds_taken, key in answers:
             sql.check_answer(choice, seconds_taken, key)
+
+        def insert_all(conn: Connection) -> list[Label]:
+            return [
+                sql.insert_answer(conn, labeler_id, answer, self._clock(), self.url, require_lease)
+                for answer in answers
+            ]
+
         try:
             with self._transaction(write=True) as conn:
                 self._check_labeler(conn, labeler_id)
-                return [sql.insert_answer(conn, labeler_id, answer, self._clock(), self.url) for answer in answers]
+                return insert_all(conn)
         except IntegrityError:
             # PostgreSQL: a concurrent retry with the same idempotency key committed first. Replaying now finds it.
             if not any(answer[3] for answer in answers):
                 raise
             with self._transaction(write=True) as conn:
-                return [sql.insert_answer(conn, labeler_id, answer, self._clock(), self.url) for answer in answers]
+                return insert_all(conn)
 
-    def undo_last(self, labeler_id: int, idempotency_key: str | None = None) -> Label | None:
+    def undo_last(
+        self, labeler_id: int, idempotency_key: str | None = None, lease_seconds: float | None = None
+    ) -> Label | None:
         """Void this labeler's most recent effective label by appending an undo record.
 
         The voided query returns to the queue for this labeler (and for others if it now wants labels again).
         Calling again undoes the label before that. A retry with the same ``idempotency_key`` voids nothing more.
+
+        Args:
+            labeler_id: whose latest label to void.
+            idempotency_key: optional client key, unique per labeler.
+            lease_seconds: if given, the voided query is leased to this labeler for that long in the same
+                transaction (unless another labeler holds a live lease on it), so that their corrected answer
+                is not beaten by someone else being served the query first.
 
         Returns:
             The label that was voided, or None if the labeler has no effective label.
@@ -489,12 +521,17 @@ class PreferenceStore(LabelerQualityMethods):
         Raises:
             UnknownLabelerError: no such labeler.
             IdempotencyConflictError: the key was used for an answer, not an undo.
+            StoreError: ``lease_seconds`` is not positive.
         """
         sql.check_key(idempotency_key)
+        if lease_seconds is not None and not lease_seconds > 0:
+            raise StoreError(f"lease_seconds must be positive, not {lease_seconds}")
         with self._transaction(write=True) as conn:
             # Lock the labeler row (PostgreSQL) so this labeler's undos run one at a time.
             self._require_labeler(conn, labeler_id, lock=True)
-            return sql.void_last(conn, labeler_id, idempotency_key, self._clock())
+            now = self._clock()
+            lease_until = None if lease_seconds is None else now + float(lease_seconds)
+            return sql.void_last(conn, labeler_id, idempotency_key, now, lease_until)
 
     def labels(self, labeler_id: int | None = None) -> list[Label]:
         """Every label record (answers and undo records), oldest first; the audit trail."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rlhf.store import PreferenceStore
+from rlhf.store import PreferenceStore, StoreError
 from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, make_segment
 
 WORKERS = 2
@@ -58,6 +58,21 @@ def _submit_all(location: str, labeler_id: int, query_ids: list[int], barrier: B
         barrier.wait(timeout=TIMEOUT_S)
         labels = [store.add_label(q, labeler_id, "b", 1.0, idempotency_key=f"k{q}").id for q in query_ids]
         results.put(labels)
+
+
+def _answer_unleased(
+    location: str, labeler_id: int, query_ids: list[int], barrier: Barrier, results: Queue[Any]
+) -> None:
+    """Answer every query, leased or not, in the same order as the other worker (a stale lease cache's answers)."""
+    with PreferenceStore(location) as store:
+        barrier.wait(timeout=TIMEOUT_S)
+        outcomes: list[int | str] = []
+        for query_id in query_ids:
+            try:
+                outcomes.append(store.add_label(query_id, labeler_id, "a", 1.0).id)
+            except StoreError as error:
+                outcomes.append(f"{type(error).__name__}: {error}")
+        results.put(outcomes)
 
 
 def _label_then_crash(location: str, labeler_id: int, query_ids: list[int]) -> None:
@@ -161,6 +176,26 @@ def racing_retries_with_one_key_store_one_label(location: str) -> None:
     assert outputs[0] == outputs[1], "both processes got the same stored labels back"
     with PreferenceStore(location) as store:
         assert len(store.labels()) == 30
+
+
+def two_processes_never_label_a_pair_more_than_wanted(location: str) -> None:
+    """Two labelers in two processes answer the same pairs at the same moment: each pair gets the one label it wants,
+    the other answer is refused where the query's row is locked."""
+    with open_bound(location) as store:
+        query_ids = add_queries(store, np.random.default_rng(5), 30, labels_wanted=1)
+        labelers = [store.get_or_create_labeler(f"racer-{i}").id for i in range(WORKERS)]
+    barrier, results = spawn().Barrier(WORKERS), spawn().Queue()
+    outputs = run_workers(_answer_unleased, [(location, lab, query_ids, barrier, results) for lab in labelers], results)
+
+    for query_id, outcomes in zip(query_ids, zip(*outputs, strict=True), strict=True):
+        stored = [outcome for outcome in outcomes if isinstance(outcome, int)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, str)]
+        assert len(stored) == 1, f"query {query_id}: {outcomes}"
+        assert refused == [f"PairUnavailableError: query {query_id} already has the labels it wants"], refused
+    with PreferenceStore(location) as store:
+        assert len(store.labels()) == len(query_ids)
+        assert store.queue_size() == 0
+        assert {query.labels_wanted for query in map(store.get_query, query_ids)} == {1}
 
 
 def acknowledged_labels_survive_a_killed_process(location: str) -> None:

@@ -19,6 +19,10 @@ def test_two_processes_never_lease_the_same_query(tmp_path: Path) -> None:
     scenarios.two_processes_never_lease_the_same_query(str(tmp_path / "prefs.sqlite"))
 
 
+def test_two_processes_never_label_a_pair_more_than_wanted(tmp_path: Path) -> None:
+    scenarios.two_processes_never_label_a_pair_more_than_wanted(str(tmp_path / "prefs.sqlite"))
+
+
 def test_racing_retries_with_one_key_store_one_label(tmp_path: Path) -> None:
     scenarios.racing_retries_with_one_key_store_one_label(str(tmp_path / "prefs.sqlite"))
 

@@ -15,6 +15,7 @@ from rlhf.store import (
     DuplicateLabelerError,
     IdempotencyConflictError,
     InvalidLabelError,
+    PairUnavailableError,
     PreferenceStore,
     StoreError,
     UnknownLabelerError,
@@ -67,10 +68,13 @@ def test_expired_lease_returns_to_the_queue(store: PreferenceStore, clock: FakeC
     clock.advance(0.1)
     taken = store.lease_next(bob, lease_seconds=60)
     assert taken is not None and taken.id == query_ids[0] and taken.lease_labeler == bob
-    # Alice's late answer is still data; it completes the query for everyone and leaves Bob's lease alone.
-    store.add_label(query_ids[0], alice, "a", 70.0)
-    assert store.queue_size() == 0
-    assert store.get_query(query_ids[0]).lease_labeler == bob
+    # Alice's late answer comes after Bob was served the query: his lease stands, her answer is refused.
+    with pytest.raises(PairUnavailableError, match="is leased to another labeler") as refused:
+        store.add_label(query_ids[0], alice, "a", 70.0)
+    assert refused.value.reason == "leased"
+    assert store.queue_size() == 1 and store.labels() == []
+    store.add_label(query_ids[0], bob, "b", 5.0)
+    assert store.queue_size() == 0 and store.get_query(query_ids[0]).lease_labeler is None
     with pytest.raises(StoreError, match="lease_seconds must be positive"):
         store.lease_next(alice, lease_seconds=0)
     with pytest.raises(UnknownLabelerError):
@@ -124,6 +128,74 @@ def test_one_answer_per_labeler_and_query(store: PreferenceStore) -> None:
     assert store.lease_next(alice) is None
 
 
+def test_a_query_never_gets_more_labels_than_it_wants(store: PreferenceStore) -> None:
+    _, query_ids = populate(store, np.random.default_rng(0), n_queries=1, labels_wanted=2)
+    alice, bob, carol = (store.get_or_create_labeler(name).id for name in ("alice", "bob", "carol"))
+    store.add_label(query_ids[0], alice, "a", 1.0)
+    store.add_label(query_ids[0], bob, "b", 1.0, idempotency_key="bob-1")
+    with pytest.raises(PairUnavailableError, match=f"query {query_ids[0]} already has the labels it wants") as full:
+        store.add_labels(carol, [(query_ids[0], "a", 1.0, None)])
+    assert full.value.reason == "full"
+    assert store.add_label(query_ids[0], bob, "b", 1.0, idempotency_key="bob-1").labeler_id == bob, "retry replayed"
+    assert len(store.labels()) == 2 and store.queue_size() == 0
+    store.undo_last(alice)
+    assert store.add_label(query_ids[0], carol, "tie", 1.0).labeler_id == carol
+    assert sorted(label.labeler for label in store.effective_labels()) == ["bob", "carol"]
+
+
+def test_require_lease_takes_answers_only_from_the_leaseholder(store: PreferenceStore, clock: FakeClock) -> None:
+    _, query_ids = populate(store, np.random.default_rng(0), n_queries=2)
+    alice = store.get_or_create_labeler("alice").id
+    bob = store.get_or_create_labeler("bob").id
+    with pytest.raises(PairUnavailableError, match=f"query {query_ids[1]} is not leased to labeler {alice}") as no:
+        store.add_label(query_ids[1], alice, "a", 1.0, require_lease=True)
+    assert no.value.reason == "not_served"
+    served = store.lease_next(alice, lease_seconds=60)
+    assert served is not None and served.id == query_ids[1]
+    clock.advance(120)  # the lease lapsed, and nobody took the query since: it is still hers to answer
+    label = store.add_label(served.id, alice, "a", 1.0, idempotency_key="k", require_lease=True)
+    assert store.add_label(served.id, alice, "a", 1.0, idempotency_key="k", require_lease=True) == label
+    following = store.lease_next(alice, lease_seconds=60)
+    assert following is not None and following.id == query_ids[0]
+    clock.advance(61)
+    taken = store.lease_next(bob, lease_seconds=60)
+    assert taken is not None and taken.id == following.id
+    with pytest.raises(PairUnavailableError, match="is leased to another labeler"):
+        store.add_label(following.id, alice, "b", 1.0, require_lease=True)
+    assert store.add_label(following.id, bob, "b", 1.0, require_lease=True).labeler_id == bob
+    assert [label.labeler for label in store.effective_labels()] == ["alice", "bob"]
+
+
+def test_undo_leases_the_query_back_to_its_labeler(store: PreferenceStore, clock: FakeClock) -> None:
+    _, query_ids = populate(store, np.random.default_rng(0), n_queries=2, labels_wanted=2)
+    alice, bob, carol = (store.get_or_create_labeler(name).id for name in ("alice", "bob", "carol"))
+    first = store.lease_next(alice, lease_seconds=60)
+    assert first is not None and first.id == query_ids[1]
+    store.add_label(first.id, alice, "a", 1.0, require_lease=True)
+    with pytest.raises(StoreError, match="lease_seconds must be positive"):
+        store.undo_last(alice, lease_seconds=0)
+    clock.advance(5)
+    assert store.undo_last(alice, lease_seconds=30) is not None
+    query = store.get_query(first.id)
+    assert (query.lease_labeler, query.lease_expires_at) == (alice, clock.now + 30)
+    other = store.lease_next(bob, lease_seconds=60)
+    assert other is not None and other.id == query_ids[0], "bob is not served the pair alice is correcting"
+    store.add_label(first.id, alice, "b", 1.0, require_lease=True)
+
+    # With k > 1 another labeler may hold the pair when its first answer is undone: their lease stands.
+    held = store.lease_next(carol, lease_seconds=60)
+    assert held is not None and held.id == first.id
+    assert store.undo_last(alice, lease_seconds=30) is not None
+    assert store.get_query(first.id).lease_labeler == carol
+    with pytest.raises(PairUnavailableError, match="is leased to another labeler"):
+        store.add_label(first.id, alice, "a", 1.0, require_lease=True)
+    store.add_label(first.id, carol, "tie", 1.0, require_lease=True)
+    again = store.lease_next(alice, lease_seconds=60)
+    assert again is not None and again.id == first.id, "the pair comes back to alice once carol answered"
+    store.add_label(first.id, alice, "a", 1.0, require_lease=True)
+    assert store.undo_last(alice) is not None and store.get_query(first.id).lease_labeler is None, "no lease asked"
+
+
 @pytest.mark.parametrize(
     ("choice", "seconds", "error", "message"),
     [
@@ -156,7 +228,7 @@ def test_unknown_ids_are_refused(store: PreferenceStore) -> None:
 
 
 def test_idempotent_retries_return_the_stored_label(store: PreferenceStore) -> None:
-    _, query_ids = populate(store, np.random.default_rng(0), n_queries=2)
+    _, query_ids = populate(store, np.random.default_rng(0), n_queries=2, labels_wanted=2)
     alice = store.get_or_create_labeler("alice").id
     bob = store.get_or_create_labeler("bob").id
     first = store.add_label(query_ids[0], alice, "a", 2.0, idempotency_key="req-1")
@@ -303,8 +375,10 @@ def test_labels_done_follows_answers_undos_and_retries(store: PreferenceStore) -
             if query is not None:
                 store.add_label(query.id, labeler, str(rng.choice(["a", "b", "tie", "skip"])), 1.0, f"k{step}")
         elif action < 0.75:
-            # An answer without a lease: stored, a replayed retry, or refused (answered, reused key, unknown pair).
-            with contextlib.suppress(AlreadyLabeledError, IdempotencyConflictError, UnknownQueryError):
+            # An answer without a lease: stored, a replayed retry, or refused (answered, reused key, unknown pair,
+            # all labels in, leased to another labeler).
+            refusals = (AlreadyLabeledError, IdempotencyConflictError, UnknownQueryError, PairUnavailableError)
+            with contextlib.suppress(*refusals):
                 key = f"k{rng.integers(step + 1)}"  # often an earlier request's key
                 store.add_label(int(rng.choice([*query_ids, 999])), labeler, "a", 1.0, key)
         else:

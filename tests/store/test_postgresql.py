@@ -37,6 +37,7 @@ def url() -> Iterator[str]:
     [
         scenarios.two_processes_label_every_query_exactly_as_wanted,
         scenarios.two_processes_never_lease_the_same_query,
+        scenarios.two_processes_never_label_a_pair_more_than_wanted,
         scenarios.racing_retries_with_one_key_store_one_label,
         scenarios.acknowledged_labels_survive_a_killed_process,
         scenarios.concurrent_first_open_and_bind,
