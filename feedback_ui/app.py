@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -58,13 +57,17 @@ def _store_error(_request: Request, error: Exception) -> JSONResponse:
 
 
 def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    """422 with what was wrong where. The input is not echoed: it may be NaN, bytes that are not UTF-8, or large."""
     assert isinstance(error, RequestValidationError)
-    problems = []
+    problems, errors = [], []
     for item in error.errors():
-        where = ".".join(str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path"))
-        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+        loc = [part if isinstance(part, int) else str(part) for part in item.get("loc", ())]
+        where = ".".join(str(part) for part in loc if part not in ("body", "query", "path"))
+        message = " ".join(str(item.get("msg", "invalid")).split())
+        problems.append(f"{where or 'body'}: {message}")
+        errors.append({"loc": loc, "msg": message, "type": str(item.get("type", "invalid"))})
     return JSONResponse(
-        {"detail": "; ".join(problems) or "invalid request", "errors": jsonable_encoder(error.errors())},
+        {"detail": "; ".join(problems) or "invalid request", "errors": errors},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 

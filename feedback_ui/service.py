@@ -73,6 +73,15 @@ class _SegmentInfo:
     length: int
 
 
+def _usable_file_name(name: str) -> bool:
+    """A name that can be one file's: 1-255 UTF-8 bytes, no NUL, no control character, no separator."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return 0 < size <= 255 and name.isprintable() and "/" not in name and "\\" not in name
+
+
 def side_for_choice(query: Query, choice: str) -> Side:
     """The screen side of a stored choice (inverse of :meth:`Query.choice_for_side`)."""
     if choice == "tie":
@@ -194,8 +203,13 @@ class LabelingService:
         known = self._clip_files.get(name)
         if known is not None:
             return known
-        path = (self.media_dir / name).resolve()
-        if not path.is_relative_to(self.media_dir) or not path.is_file():
+        if not _usable_file_name(name):
+            return None
+        try:
+            path = (self.media_dir / name).resolve()
+            if not path.is_relative_to(self.media_dir) or not path.is_file():
+                return None
+        except (OSError, ValueError):  # a name the file system refuses (too long, say) names no clip
             return None
         if len(self._clip_files) < _MAX_CACHED:
             self._clip_files[name] = path
