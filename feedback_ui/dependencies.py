@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
-from rlhf.store import Labeler
+from rlhf.store import Labeler, hash_token
 
 TOKEN_COOKIE = "rlhf_token"
 _T = TypeVar("_T")
@@ -66,16 +66,18 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _labeler_for(service: LabelingService, token: str) -> Labeler | None:
-    cached = service.cached_labeler(token)
-    return cached if cached is not None else await run_read(service.authenticate, token)
+async def labeler_for(service: LabelingService, token: str) -> Labeler | None:
+    """The labeler of a token: from the service's short-lived cache, else from the store (on the thread pool)."""
+    token_hash = hash_token(token)
+    cached = service.cached_labeler(token_hash)
+    return cached if cached is not None else await run_read(service.authenticate, token_hash)
 
 
 async def current_labeler(service: ServiceDep, credentials: BearerDep) -> Labeler:
     """The labeler whose token the request carries; 401 otherwise."""
     if credentials is None:
         raise _unauthorized("missing token: open your personal labeling URL, or send 'Authorization: Bearer TOKEN'")
-    labeler = await _labeler_for(service, credentials.credentials)
+    labeler = await labeler_for(service, credentials.credentials)
     if labeler is None:
         raise _unauthorized("unknown token: ask the admin for your personal labeling URL")
     return labeler
@@ -100,7 +102,7 @@ async def require_viewer(request: Request, service: ServiceDep, credentials: Bea
     token = credentials.credentials if credentials is not None else request.cookies.get(TOKEN_COOKIE)
     if token is None:
         raise _unauthorized("clips need a session: open your personal labeling URL first")
-    if not service.is_admin(token) and await _labeler_for(service, token) is None:
+    if not service.is_admin(token) and await labeler_for(service, token) is None:
         raise _unauthorized("unknown token: open your personal labeling URL again")
 
 

@@ -125,6 +125,12 @@ class LabelerCreate(Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
 
+class LabelerRef(Strict):
+    """A labeler, by name."""
+
+    name: str = Field(min_length=1, max_length=200)
+
+
 class LabelerPublic(BaseModel):
     id: int
     name: str
@@ -141,6 +147,7 @@ class LabelerCreated(LabelerPublic):
 
 class LabelerStats(BaseModel):
     name: str
+    has_token: bool = Field(default=True, description="false once the labeler's token was revoked")
     labels: int = Field(description="effective labels, skips included")
     skips: int
     ties: int

@@ -33,7 +33,7 @@ from baselines.common.errors import ConfigError
 from feedback_ui.app import create_app
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
-from rlhf.store import PreferenceStore
+from rlhf.store import PreferenceStore, UnknownLabelerError
 
 STORE_FILE = "prefs.sqlite"
 ADMIN_TOKEN_FILE = "admin_token"
@@ -78,6 +78,32 @@ class LabelersAddConfig:
 
     name: tyro.conf.Positional[str]
     """The labeler's name (unique in the workspace)."""
+    workspace: Path
+    """Run folder holding prefs.sqlite."""
+    db_url: str | None = None
+    """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+    base_url: str | None = None
+    """Server URL for the link (default: the running server's, from WORKSPACE/server.json, else http://127.0.0.1:8000)."""
+
+
+@dataclass(frozen=True)
+class LabelersRevokeConfig:
+    """Revoke a labeler's token: their personal URL stops working (their labels stay)."""
+
+    name: tyro.conf.Positional[str]
+    """The labeler's name."""
+    workspace: Path
+    """Run folder holding prefs.sqlite."""
+    db_url: str | None = None
+    """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+
+
+@dataclass(frozen=True)
+class LabelersRotateConfig:
+    """Give a labeler a new token and print their new personal URL (the old one stops working)."""
+
+    name: tyro.conf.Positional[str]
+    """The labeler's name."""
     workspace: Path
     """Run folder holding prefs.sqlite."""
     db_url: str | None = None
@@ -268,6 +294,36 @@ def run_labelers_add(config: LabelersAddConfig) -> dict[str, Any]:
     url = labeler_url(base, token)
     print(f"{config.name}: {url}", flush=True)
     return {"labeler": config.name, "labeler_id": labeler_id, "url": url, "path": str(config.workspace)}
+
+
+def run_labelers_revoke(config: LabelersRevokeConfig) -> dict[str, Any]:
+    """``rlhf labelers revoke NAME``: remove the labeler's token (running servers refuse it within a second)."""
+    _check_workspace(config.workspace, config.db_url)
+    store = PreferenceStore(config.db_url or config.workspace / STORE_FILE)
+    try:
+        labeler = store.revoke_token(config.name)
+    except UnknownLabelerError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        store.close()
+    print(f"{labeler.name}: token revoked (their labels stay; `rlhf labelers rotate {labeler.name}` issues a new one)")
+    return {"labeler": labeler.name, "labeler_id": labeler.id, "path": str(config.workspace)}
+
+
+def run_labelers_rotate(config: LabelersRotateConfig) -> dict[str, Any]:
+    """``rlhf labelers rotate NAME``: a new token for the labeler; prints their new URL."""
+    _check_workspace(config.workspace, config.db_url)
+    store = PreferenceStore(config.db_url or config.workspace / STORE_FILE)
+    try:
+        labeler, token = store.rotate_token(config.name)
+    except UnknownLabelerError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        store.close()
+    base = config.base_url or _running_url(config.workspace) or "http://127.0.0.1:8000"
+    url = labeler_url(base, token)
+    print(f"{labeler.name}: {url}", flush=True)
+    return {"labeler": labeler.name, "labeler_id": labeler.id, "url": url, "path": str(config.workspace)}
 
 
 def _running_url(workspace: Path) -> str | None:

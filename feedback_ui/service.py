@@ -59,6 +59,10 @@ LABELS_PER_PAIR_META_KEY = "ui.labels_per_pair"
 
 MEDIA_PREFIX = "/media/"
 PROGRESS_TTL_S = 2.0
+TOKEN_RECHECK_S = 1.0
+"""A token is looked up in the store again once its cached answer is this old, so a token revoked or rotated
+elsewhere (another server process, ``rlhf labelers revoke``) is refused within this time; the process that revokes
+it refuses it at once."""
 _MAX_CACHED = 50_000
 
 
@@ -107,7 +111,8 @@ class LabelingService:
         self.media_dir = settings.resolved_media_dir.resolve()
         self.lease_seconds = settings.lease_seconds
         self.write_lock = threading.RLock()
-        self._labelers: dict[str, Labeler] = {}
+        self._labelers: dict[str, tuple[float, Labeler]] = {}
+        """Token hash -> (monotonic time of the store's answer, labeler)."""
         self._segments: dict[str, _SegmentInfo] = {}
         self._clip_files: dict[str, Path] = {}
         self._leases: dict[int, Query] = {}
@@ -152,19 +157,44 @@ class LabelingService:
 
     # ----------------------------------------------------------------------------------------- labelers
 
-    def cached_labeler(self, token: str) -> Labeler | None:
-        """The labeler of a token if it was seen before (no store access, safe on the event loop)."""
-        return self._labelers.get(hash_token(token))
+    def cached_labeler(self, token_hash: str) -> Labeler | None:
+        """The labeler of a token hash if the store said so less than ``TOKEN_RECHECK_S`` ago (no store access,
+        safe on the event loop)."""
+        cached = self._labelers.get(token_hash)
+        if cached is None or time.monotonic() - cached[0] >= TOKEN_RECHECK_S:
+            return None
+        return cached[1]
 
-    def authenticate(self, token: str) -> Labeler | None:
-        """The labeler of a token, or None. Labelers and tokens never change, so positive answers are cached."""
-        key = hash_token(token)
-        labeler = self._labelers.get(key)
+    def authenticate(self, token_hash: str) -> Labeler | None:
+        """The labeler of a token hash (:func:`rlhf.store.hash_token`), from the store; None for a token that is
+        unknown, revoked or rotated. Positive answers are cached for ``TOKEN_RECHECK_S``."""
+        labeler = self.store.labeler_for_token_hash(token_hash)
         if labeler is None:
-            labeler = self.store.labeler_for_token(token)
-            if labeler is not None and len(self._labelers) < _MAX_CACHED:
-                self._labelers[key] = labeler
+            self._labelers.pop(token_hash, None)
+        else:
+            if len(self._labelers) >= _MAX_CACHED:
+                self._labelers.clear()
+            self._labelers[token_hash] = (time.monotonic(), labeler)
         return labeler
+
+    def _forget_tokens_of(self, labeler_id: int) -> None:
+        for token_hash, (_, labeler) in list(self._labelers.items()):
+            if labeler.id == labeler_id:
+                self._labelers.pop(token_hash, None)
+
+    def revoke_token(self, name: str) -> Labeler:
+        """Remove a labeler's token; this process refuses it from now on (others within ``TOKEN_RECHECK_S``)."""
+        with self.write_lock:
+            labeler = self.store.revoke_token(name)
+        self._forget_tokens_of(labeler.id)
+        return labeler
+
+    def rotate_token(self, name: str) -> tuple[Labeler, str]:
+        """Give a labeler a new token; the old one is refused as a revoked one is."""
+        with self.write_lock:
+            labeler, token = self.store.rotate_token(name)
+        self._forget_tokens_of(labeler.id)
+        return labeler, token
 
     def is_admin(self, token: str) -> bool:
         admin = self.settings.admin_token
@@ -381,7 +411,9 @@ class LabelingService:
     def admin_stats(self) -> AdminStatsPublic:
         records = self.store.labels()
         effective = self.store.effective_labels()
-        names = {labeler.id: labeler.name for labeler in self.store.labelers()}
+        labelers = self.store.labelers()
+        names = {labeler.id: labeler.name for labeler in labelers}
+        has_token = {labeler.id: labeler.has_token for labeler in labelers}
         qualities, operator_weights = self.store.labeler_quality(), self.store.labeler_weight_overrides()
         undos: Counter[int] = Counter(record.labeler_id for record in records if record.is_undo)
         by_labeler: dict[int, list[Any]] = defaultdict(list)
@@ -397,6 +429,7 @@ class LabelingService:
             rows.append(
                 LabelerStats(
                     name=name,
+                    has_token=has_token[labeler_id],
                     labels=len(labels),
                     skips=sum(label.choice == "skip" for label in labels),
                     ties=sum(label.choice == "tie" for label in labels),

@@ -1,11 +1,11 @@
-"""Labelers (admin: create, list) and ``POST /api/session`` (the cookie that lets ``<video>`` fetch clips)."""
+"""Labelers (admin: create, list, revoke or rotate a token) and ``POST /api/session`` (the cookie that lets ``<video>`` fetch clips)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from feedback_ui.dependencies import TOKEN_COOKIE, AdminDep, BearerDep, ServiceDep, run_read, run_write
-from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic
+from feedback_ui.dependencies import TOKEN_COOKIE, AdminDep, BearerDep, ServiceDep, labeler_for, run_read, run_write
+from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic, LabelerRef
 
 router = APIRouter(tags=["labelers"])
 
@@ -34,6 +34,37 @@ async def list_labelers(_admin: AdminDep, service: ServiceDep) -> list[LabelerPu
     return [LabelerPublic(id=x.id, name=x.name, created_at=x.created_at, has_token=x.has_token) for x in labelers]
 
 
+_UNKNOWN_LABELER: dict[int | str, dict[str, object]] = {404: {"model": ErrorPublic, "description": "no such labeler"}}
+
+
+@router.post(
+    "/api/admin/labelers/revoke",
+    summary="Revoke a labeler's token (admin); their labels stay",
+    responses=_UNKNOWN_LABELER,
+)
+async def revoke_labeler(body: LabelerRef, _admin: AdminDep, service: ServiceDep) -> LabelerPublic:
+    """The token stops working at once on this server, and within a second on every other server process."""
+    labeler = await run_write(service, service.revoke_token, body.name)
+    return LabelerPublic(id=labeler.id, name=labeler.name, created_at=labeler.created_at, has_token=False)
+
+
+@router.post(
+    "/api/admin/labelers/rotate",
+    summary="Give a labeler a new token (admin); the old one stops working",
+    responses=_UNKNOWN_LABELER,
+)
+async def rotate_labeler(body: LabelerRef, _admin: AdminDep, service: ServiceDep) -> LabelerCreated:
+    labeler, token = await run_write(service, service.rotate_token, body.name)
+    return LabelerCreated(
+        id=labeler.id,
+        name=labeler.name,
+        created_at=labeler.created_at,
+        has_token=True,
+        token=token,
+        url=service.labeler_url(token),
+    )
+
+
 @router.post("/api/session", summary="Start a browser session (sets the cookie clips are fetched with)")
 async def start_session(response: Response, service: ServiceDep, credentials: BearerDep) -> dict[str, str]:
     if credentials is None:
@@ -44,7 +75,7 @@ async def start_session(response: Response, service: ServiceDep, credentials: Be
     if service.is_admin(token):
         role, name = "admin", "admin"
     else:
-        labeler = service.cached_labeler(token) or await run_read(service.authenticate, token)
+        labeler = await labeler_for(service, token)
         if labeler is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
