@@ -1,8 +1,9 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases: ``ServiceDep``, ``CurrentLabeler``, ``AdminDep``.
 
 Requests authenticate with ``Authorization: Bearer TOKEN`` (a labeler's token, or the admin token on admin routes).
-``<video>`` elements cannot send headers, so clip requests (GET only) also accept the ``rlhf_token`` cookie that
-``POST /api/session`` sets; state-changing routes never read the cookie, so they cannot be forged cross-site.
+``<video>`` elements cannot send headers, so clip requests (GET only) also accept the session cookie that
+``POST /api/session`` sets (:mod:`feedback_ui.sessions`: signed, expiring, not the token); state-changing routes
+never read the cookie, so they cannot be forged cross-site.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
 from rlhf.store import Labeler, hash_token
 
-TOKEN_COOKIE = "rlhf_token"
 _T = TypeVar("_T")
 
 
@@ -99,11 +99,25 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 async def require_viewer(request: Request, service: ServiceDep, credentials: BearerDep) -> None:
     """Clips: any labeler or the admin, by bearer token or by the session cookie."""
-    token = credentials.credentials if credentials is not None else request.cookies.get(TOKEN_COOKIE)
-    if token is None:
+    if credentials is not None:
+        token = credentials.credentials
+        if not service.is_admin(token) and await labeler_for(service, token) is None:
+            raise _unauthorized("unknown token: open your personal labeling URL again")
+        return
+    cookie = request.cookies.get(service.sessions.cookie_name)
+    if cookie is None:
         raise _unauthorized("clips need a session: open your personal labeling URL first")
-    if not service.is_admin(token) and await labeler_for(service, token) is None:
-        raise _unauthorized("unknown token: open your personal labeling URL again")
+    session = service.sessions.verify(cookie)
+    if session is None:
+        raise _unauthorized("the session expired: reload the page")
+    if session.role == "admin":
+        if not service.is_admin_hash(session.token_hash):
+            raise _unauthorized("the session expired: reload the page")
+        return
+    token_hash = session.token_hash
+    labeler = service.cached_labeler(token_hash) or await run_read(service.authenticate, token_hash)
+    if labeler is None:
+        raise _unauthorized("this link no longer works: ask the admin for your personal labeling URL")
 
 
 ViewerDep = Annotated[None, Depends(require_viewer)]

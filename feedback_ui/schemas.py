@@ -145,6 +145,14 @@ class LabelerCreated(LabelerPublic):
     url: str
 
 
+class SessionPublic(BaseModel):
+    """Who the session is for; its cookie lets the browser fetch clips for ``expires_in`` seconds."""
+
+    role: Literal["labeler", "admin"]
+    name: str
+    expires_in: int
+
+
 class LabelerStats(BaseModel):
     name: str
     has_token: bool = Field(default=True, description="false once the labeler's token was revoked")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -112,13 +114,35 @@ class LabelersRotateConfig:
     """Server URL for the link (default: the running server's, from WORKSPACE/server.json, else http://127.0.0.1:8000)."""
 
 
+_TOKEN_PARAMETER = re.compile(r"(?<![A-Za-z0-9_])(token=)[^&;#\s\"]*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Shows ``token=[redacted]`` for token query parameters in access-log lines. The links this service prints
+    keep the token in the URL's fragment, which browsers never send; links of older versions sent ``?token=``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PARAMETER.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def redact_tokens_in_access_log() -> None:
+    """Install :class:`RedactTokens` on uvicorn's access log (once)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactTokens) for existing in access.filters):
+        access.addFilter(RedactTokens())
+
+
 def labeler_url(base_url: str, token: str) -> str:
-    """A labeler's personal URL."""
-    return f"{base_url.rstrip('/')}/?token={token}"
+    """A labeler's personal URL. The token is in the fragment: browsers never send it, so no log records it."""
+    return f"{base_url.rstrip('/')}/#token={token}"
 
 
 def admin_url(base_url: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}/admin?token={token}"
+    return f"{base_url.rstrip('/')}/admin#token={token}"
 
 
 def _check_workspace(workspace: Path, db_url: str | None) -> None:
@@ -260,6 +284,7 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
     uvicorn_config = uvicorn.Config(
         app, log_level=config.log_level, access_log=config.log_level in ("info", "debug"), timeout_graceful_shutdown=5
     )
+    redact_tokens_in_access_log()  # after uvicorn.Config, which configures its loggers
     return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service)
 
 

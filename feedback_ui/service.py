@@ -37,6 +37,7 @@ from feedback_ui.schemas import (
     ProgressPublic,
     Side,
 )
+from feedback_ui.sessions import SessionSigner
 from feedback_ui.settings import DEFAULT_TASKS, GENERIC_TASK, Settings
 from feedback_ui.writer import StoreWriter
 from rlhf.store import (
@@ -119,6 +120,8 @@ class LabelingService:
         self.writer = StoreWriter(store, self.write_lock, on_failed_commit=self._leases.clear)
         """The thread the routes run store writes on, batched (see :func:`feedback_ui.dependencies.run_write`)."""
         self._progress: dict[int, tuple[float, ProgressPublic]] = {}
+        self.sessions = SessionSigner(settings.admin_token)
+        """Signs the clip cookies of browser sessions (:mod:`feedback_ui.sessions`)."""
         if settings.task_description is not None:
             store.set_meta(TASK_META_KEY, settings.task_description)
         if settings.labels_per_pair is not None:
@@ -200,13 +203,19 @@ class LabelingService:
         admin = self.settings.admin_token
         return admin is not None and secrets.compare_digest(token.encode(), admin.get_secret_value().encode())
 
+    def is_admin_hash(self, token_hash: str) -> bool:
+        """Whether ``token_hash`` is the hash of the admin token (a session's)."""
+        admin = self.settings.admin_token
+        return admin is not None and secrets.compare_digest(token_hash, hash_token(admin.get_secret_value()))
+
     def add_labeler(self, name: str) -> tuple[Labeler, str]:
         with self.write_lock:
             labeler_id, token = self.store.add_labeler(name)
         return self.store.get_labeler(labeler_id), token
 
     def labeler_url(self, token: str) -> str:
-        return f"{self.settings.base_url}/?token={token}"
+        """The labeler's personal URL: the token sits in the fragment, which browsers never send to a server."""
+        return f"{self.settings.base_url}/#token={token}"
 
     # ----------------------------------------------------------------------------------------- pairs
 

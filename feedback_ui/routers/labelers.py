@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from feedback_ui.dependencies import TOKEN_COOKIE, AdminDep, BearerDep, ServiceDep, labeler_for, run_read, run_write
-from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic, LabelerRef
+from feedback_ui.dependencies import AdminDep, BearerDep, ServiceDep, labeler_for, run_read, run_write
+from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic, LabelerRef, SessionPublic
+from feedback_ui.service import MEDIA_PREFIX
+from feedback_ui.sessions import SESSION_SECONDS, Role
+from rlhf.store import hash_token
 
 router = APIRouter(tags=["labelers"])
 
@@ -65,13 +68,22 @@ async def rotate_labeler(body: LabelerRef, _admin: AdminDep, service: ServiceDep
     )
 
 
-@router.post("/api/session", summary="Start a browser session (sets the cookie clips are fetched with)")
-async def start_session(response: Response, service: ServiceDep, credentials: BearerDep) -> dict[str, str]:
+@router.post(
+    "/api/session",
+    summary="Start a browser session (sets the cookie clips are fetched with)",
+    responses={401: {"model": ErrorPublic, "description": "missing or unknown token"}},
+)
+async def start_session(
+    request: Request, response: Response, service: ServiceDep, credentials: BearerDep
+) -> SessionPublic:
+    """Sets a signed, expiring session cookie for ``/media/`` (not the token itself): ``<video>`` cannot send an
+    ``Authorization`` header. The page starts a new session before this one expires."""
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="missing token", headers={"WWW-Authenticate": "Bearer"}
         )
     token = credentials.credentials
+    role: Role
     if service.is_admin(token):
         role, name = "admin", "admin"
     else:
@@ -83,5 +95,13 @@ async def start_session(response: Response, service: ServiceDep, credentials: Be
                 headers={"WWW-Authenticate": "Bearer"},
             )
         role, name = "labeler", labeler.name
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
-    return {"role": role, "name": name}
+    response.set_cookie(
+        service.sessions.cookie_name,
+        service.sessions.issue(role, hash_token(token)),
+        max_age=SESSION_SECONDS,
+        path=MEDIA_PREFIX,
+        secure=request.url.scheme == "https" or service.settings.base_url.startswith("https://"),
+        httponly=True,
+        samesite="strict",
+    )
+    return SessionPublic(role=role, name=name, expires_in=SESSION_SECONDS)

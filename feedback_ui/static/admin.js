@@ -3,8 +3,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const params = new URLSearchParams(location.search);
-  let token = params.get("token");
+  // The admin link carries the token in its fragment (#token=..., never sent to the server; older links: ?token=).
+  let token = new URLSearchParams(location.hash.slice(1)).get("token") || new URLSearchParams(location.search).get("token");
   if (token) {
     sessionStorage.setItem("rlhf_admin_token", token);
     history.replaceState(null, "", location.pathname);
@@ -142,7 +142,7 @@
     } catch (error) {
       $("fatal").hidden = false;
       $("fatal").textContent = error.status === 401 || error.status === 403
-        ? "This page needs the admin link (it ends in ?token=ADMIN_TOKEN; `rlhf serve` prints it)."
+        ? "This page needs the admin link (it ends in #token=ADMIN_TOKEN; `rlhf serve` prints it)."
         : `Could not load the statistics: ${error.message}`;
     }
   }
@@ -189,9 +189,11 @@
 
   if (!token) {
     $("fatal").hidden = false;
-    $("fatal").textContent = "This page needs the admin link (it ends in ?token=ADMIN_TOKEN; `rlhf serve` prints it).";
+    $("fatal").textContent = "This page needs the admin link (it ends in #token=ADMIN_TOKEN; `rlhf serve` prints it).";
   } else {
-    api("POST", "/api/session").catch(() => {});
+    const session = () => api("POST", "/api/session").catch(() => {});
+    session();
+    setInterval(session, 30 * 60 * 1000); // the clip cookie lasts 12 hours (feedback_ui/sessions.py)
     refresh();
     setInterval(refresh, 5000);
   }

@@ -79,7 +79,7 @@ def test_labelers_add_prints_a_personal_url(workspace: Path, capsys: pytest.Capt
     result = run_labelers_add(LabelersAddConfig(name="alice", workspace=workspace))
     printed = capsys.readouterr().out.strip()
     assert printed == f"alice: {result['url']}"
-    assert result["url"].startswith("http://127.0.0.1:8000/?token=")
+    assert result["url"].startswith("http://127.0.0.1:8000/#token=")
     token = result["url"].split("token=")[1]
     with PreferenceStore(workspace / "prefs.sqlite") as store:
         labeler = store.labeler_for_token(token)
@@ -101,7 +101,7 @@ def test_background_process_server(workspace: Path, store: PreferenceStore) -> N
         assert handle.admin_token == (workspace / ADMIN_TOKEN_FILE).read_text().strip()
         # labelers-add finds the running server's URL.
         url = run_labelers_add(LabelersAddConfig(name="bob", workspace=workspace))["url"]
-        assert url.startswith(f"{handle.url}/?token=")
+        assert url.startswith(f"{handle.url}/#token=")
     assert handle.process.returncode == 0  # SIGTERM: graceful
     assert not (workspace / "server.json").exists()
 
