@@ -15,11 +15,21 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from feedback_ui.schemas import ErrorPublic
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
 from rlhf.store import Labeler, hash_token
 
 _T = TypeVar("_T")
+
+LABELER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "missing token, or a token that is unknown, revoked or rotated"},
+}
+"""What routes for labelers list in the OpenAPI document besides their answer."""
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "missing token"},
+    403: {"model": ErrorPublic, "description": "a token that is not the admin token"},
+}
 
 
 async def app_settings(request: Request) -> Settings:

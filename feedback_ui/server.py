@@ -29,6 +29,7 @@ from typing import Any, Literal
 import tyro
 import uvicorn
 from pydantic import SecretStr, ValidationError
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from baselines.common.config import flag
 from baselines.common.errors import ConfigError
@@ -224,6 +225,43 @@ def make_settings(config: ServeConfig, port: int) -> Settings:
     return settings
 
 
+def bounded_http(max_head_bytes: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol that stops reading a request head (target and headers) past ``max_head_bytes``
+    and answers 431: llhttp itself would buffer a header of any size. Counted per received chunk, so the bound
+    holds to within one read (at most 256 KiB); the app's :class:`feedback_ui.middleware.HeaderSizeLimit` checks
+    the exact size of heads that fit."""
+    body = json.dumps({"detail": f"request headers over {max_head_bytes} bytes"}).encode()
+    refusal = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _head_bytes = 0
+        _in_head = True
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > max_head_bytes and not self.transport.is_closing():
+                self.transport.write(refusal)
+                self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self._in_head, self._head_bytes = False, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head, self._head_bytes = True, 0
+
+    return BoundedHttpToolsProtocol
+
+
 @dataclass
 class PreparedServer:
     """A bound socket and a checked app, ready to run."""
@@ -282,7 +320,11 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
         sock.close()
         raise
     uvicorn_config = uvicorn.Config(
-        app, log_level=config.log_level, access_log=config.log_level in ("info", "debug"), timeout_graceful_shutdown=5
+        app,
+        http=bounded_http(settings.max_header_bytes),
+        log_level=config.log_level,
+        access_log=config.log_level in ("info", "debug"),
+        timeout_graceful_shutdown=5,
     )
     redact_tokens_in_access_log()  # after uvicorn.Config, which configures its loggers
     return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service)

@@ -1,10 +1,11 @@
-"""Labelers (admin: create, list, revoke or rotate a token) and ``POST /api/session`` (the cookie that lets ``<video>`` fetch clips)."""
+"""Labelers (admin: create, list, revoke or rotate a token) and ``POST /api/session`` (the cookie that lets
+``<video>`` fetch clips)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from feedback_ui.dependencies import AdminDep, BearerDep, ServiceDep, labeler_for, run_read, run_write
+from feedback_ui.dependencies import ADMIN_RESPONSES, AdminDep, BearerDep, ServiceDep, labeler_for, run_read, run_write
 from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic, LabelerRef, SessionPublic
 from feedback_ui.service import MEDIA_PREFIX
 from feedback_ui.sessions import SESSION_SECONDS, Role
@@ -17,7 +18,7 @@ router = APIRouter(tags=["labelers"])
     "/api/admin/labelers",
     status_code=status.HTTP_201_CREATED,
     summary="Add a labeler (admin); the token is shown once",
-    responses={409: {"model": ErrorPublic, "description": "name taken"}},
+    responses={**ADMIN_RESPONSES, 409: {"model": ErrorPublic, "description": "name taken"}},
 )
 async def add_labeler(body: LabelerCreate, _admin: AdminDep, service: ServiceDep) -> LabelerCreated:
     labeler, token = await run_write(service, service.add_labeler, body.name.strip())
@@ -31,13 +32,16 @@ async def add_labeler(body: LabelerCreate, _admin: AdminDep, service: ServiceDep
     )
 
 
-@router.get("/api/admin/labelers", summary="All labelers (admin)")
+@router.get("/api/admin/labelers", summary="All labelers (admin)", responses=ADMIN_RESPONSES)
 async def list_labelers(_admin: AdminDep, service: ServiceDep) -> list[LabelerPublic]:
     labelers = await run_read(service.store.labelers)
     return [LabelerPublic(id=x.id, name=x.name, created_at=x.created_at, has_token=x.has_token) for x in labelers]
 
 
-_UNKNOWN_LABELER: dict[int | str, dict[str, object]] = {404: {"model": ErrorPublic, "description": "no such labeler"}}
+_UNKNOWN_LABELER: dict[int | str, dict[str, object]] = {
+    **ADMIN_RESPONSES,
+    404: {"model": ErrorPublic, "description": "no such labeler"},
+}
 
 
 @router.post(

@@ -369,7 +369,7 @@ from fastapi.testclient import TestClient
 from feedback_ui.app import create_app
 from feedback_ui.settings import Settings
 import feedback_ui.server, rlhf.render
-client = TestClient(create_app(Settings(workspace={str(workspace)!r}, admin_token="t")))
+client = TestClient(create_app(Settings(workspace={str(workspace)!r}, admin_token="t", allowed_hosts=["testserver"])))
 labeler = {{"Authorization": "Bearer {token}"}}
 pair = client.get("/api/queries/next", headers=labeler).json()["pair"]
 client.post("/api/labels", json={{"query_id": pair["query_id"], "side": "left", "seconds_taken": 1}}, headers=labeler)

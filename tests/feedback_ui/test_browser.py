@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, Route, sync_playwright
 
 from feedback_ui.server import ServerHandle, start_server_in_background
 from rlhf.store import LabelerQuality, LoopStatus, PreferenceStore
@@ -31,11 +31,18 @@ def server(workspace: Path, store: PreferenceStore) -> Iterator[ServerHandle]:
 
 @pytest.fixture
 def page() -> Iterator[Page]:
+    """A Chromium page; the test fails if anything on it broke the service's Content-Security-Policy."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         # Tall enough that both clips are on screen: Chromium pauses muted autoplay videos that are off-screen.
-        yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        opened = browser.new_page(viewport={"width": 1280, "height": 1000})
+        violations: list[str] = []
+        opened.on(
+            "console", lambda message: violations.append(message.text) if "Content Security" in message.text else None
+        )
+        yield opened
         browser.close()
+    assert violations == []
 
 
 def _shown_pair(page: Page, previous: int | None = None) -> int:
@@ -135,7 +142,7 @@ def test_admin_page(server: ServerHandle, store: PreferenceStore, page: Page) ->
     page.get_by_role("button", name="Add labeler").click()
     page.wait_for_selector("#new-labeler code")
     assert (page.text_content("#new-labeler code") or "").startswith(f"{server.url}/#token=")
-    page.wait_for_function("document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
+    page.wait_for_function("() => document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
     # The loop's status from the store: its latest accuracy on a card, its history on the curve (x: labels).
     assert "80%" in (page.text_content("#cards") or "")
     curve = page.evaluate("(() => { const t = document.getElementById('curves').data[0]; return [t.x, t.y]; })()")
@@ -155,15 +162,34 @@ def test_admin_page(server: ServerHandle, store: PreferenceStore, page: Page) ->
     old_token = (page.text_content("#new-labeler code") or "").rsplit("#token=", 1)[1]
     carol = page.locator("#labelers tr", has_text="carol")
     carol.get_by_role("button", name="New link").click()
-    page.wait_for_function("document.getElementById('new-labeler').textContent.startsWith('New personal URL of carol')")
+    page.wait_for_function("() => document.getElementById('new-labeler').textContent.startsWith('New personal URL')")
     new_token = (page.text_content("#new-labeler code") or "").rsplit("#token=", 1)[1]
     assert new_token != old_token and first is not None
     assert store.labeler_for_token(old_token) is None and store.labeler_for_token(new_token) == first
     page.once("dialog", lambda dialog: dialog.accept())
     carol.get_by_role("button", name="Revoke").click()
-    page.wait_for_function("document.getElementById('new-labeler').textContent.startsWith('Revoked carol')")
+    page.wait_for_function("() => document.getElementById('new-labeler').textContent.startsWith('Revoked carol')")
     assert store.labeler_for_token(new_token) is None
     page.wait_for_function(
-        "[...document.querySelectorAll('#labelers tr')].some(r => r.cells[0].textContent === 'carol'"
+        "() => [...document.querySelectorAll('#labelers tr')].some(r => r.cells[0].textContent === 'carol'"
         " && r.cells[r.cells.length - 1].textContent.startsWith('revoked'))"
     )
+
+
+@pytest.mark.slow
+def test_api_reference_works_offline(server: ServerHandle, page: Page) -> None:
+    """/docs renders Swagger UI from files of this server alone: every other host is unreachable here."""
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(f"{server.url}/docs")
+    page.wait_for_function("() => document.querySelectorAll('.opblock').length >= 10", timeout=15_000)
+    assert "/api/labels" in (page.text_content("#swagger-ui") or "")
+    assert elsewhere == []
