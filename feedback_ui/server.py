@@ -66,7 +66,11 @@ class ServeConfig:
     lease_seconds: float | None = None
     """Seconds a served pair stays reserved for its labeler (default 300)."""
     public_url: str | None = None
-    """Base URL for the printed links when the server sits behind a proxy (default http://HOST:PORT)."""
+    """The URL people open, when it is not http://HOST:PORT (behind a reverse proxy, or listening on 0.0.0.0): the
+    printed links use it, and requests must name its host (the Host header check)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """More host names requests may carry in their Host header (besides --public-url's, localhost and --host);
+    '*' allows any."""
     allow_missing_clips: bool = False
     """Start even if pairs in the queue have no clip file (they show a 'clip missing' note)."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"
@@ -212,6 +216,7 @@ def make_settings(config: ServeConfig, port: int) -> Settings:
         ("labels_per_pair", config.labels_per_pair),
         ("lease_seconds", config.lease_seconds),
         ("public_url", config.public_url),
+        ("allowed_hosts", config.allowed_hosts or None),
     ):
         if value is not None:
             overrides[name] = value
@@ -287,11 +292,19 @@ class PreparedServer:
             self.server.run(sockets=[self.sock])
         finally:
             self.sock.close()
-            if server_file is not None:
+            if server_file is not None and _written_by_this_process(server_file):
                 with contextlib.suppress(OSError):
                     server_file.unlink()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _written_by_this_process(server_file: Path) -> bool:
+    """Whether server.json still names this process (a second server on the workspace may have written it since)."""
+    try:
+        return bool(json.loads(server_file.read_text()).get("pid") == os.getpid())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -394,11 +407,31 @@ def run_labelers_rotate(config: LabelersRotateConfig) -> dict[str, Any]:
 
 
 def _running_url(workspace: Path) -> str | None:
+    """The URL in WORKSPACE/server.json if the server that wrote it still runs; a file left by a server that was
+    killed (kill -9, power loss) is removed."""
+    path = workspace / SERVER_FILE
     try:
-        url = json.loads((workspace / SERVER_FILE).read_text()).get("url")
+        record = json.loads(path.read_text())
+        url, pid = record.get("url"), record.get("pid")
     except (OSError, ValueError, AttributeError):
         return None
+    if not isinstance(pid, int) or not _process_alive(pid):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
     return url if isinstance(url, str) else None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------------- background
@@ -535,7 +568,10 @@ def start_server_in_background(
 def _flags(config: ServeConfig) -> list[str]:
     flags = []
     for name, value in vars(config).items():
-        if value is None or value is False:
+        if value is None or value is False or value == ():
+            continue
+        if isinstance(value, tuple):
+            flags.extend([flag(name), *map(str, value)])
             continue
         flags.extend([flag(name)] if value is True else [flag(name), str(value)])
     return flags

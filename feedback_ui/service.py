@@ -387,8 +387,9 @@ class LabelingService:
         """The labeler's effective labels, newest first."""
         records = self.store.labels(labeler.id)
         voided = {record.supersedes for record in records if record.is_undo}
-        answers = [record for record in reversed(records) if not record.is_undo and record.id not in voided]
-        return [self.label_public(label) for label in answers[:limit]]
+        answers = [record for record in reversed(records) if not record.is_undo and record.id not in voided][:limit]
+        queries = self.store.get_queries([label.query_id for label in answers])  # one read, not one per label
+        return [self.label_public(label, queries[label.query_id]) for label in answers]
 
     # ----------------------------------------------------------------------------------------- progress
 

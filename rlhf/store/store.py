@@ -365,6 +365,17 @@ class PreferenceStore(LabelerQualityMethods):
             raise UnknownQueryError(f"unknown query id {query_id} in the store at {self.url}")
         return sql.query_from_row(row)
 
+    def get_queries(self, query_ids: Sequence[int]) -> dict[int, Query]:
+        """The stored queries among ``query_ids``, by id (one statement per 500 ids; unknown ids are left out)."""
+        wanted = sorted(set(query_ids))
+        found: dict[int, Query] = {}
+        with self._transaction() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(select(queries_table).where(queries_table.c.id.in_(chunk))):
+                    found[int(row.id)] = sql.query_from_row(row)
+        return found
+
     def lease_next(self, labeler_id: int, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Query | None:
         """Lease the highest-priority query this labeler may answer now, or return None if there is none.
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sqlalchemy_event
 
 from feedback_ui.app import create_app
 from feedback_ui.service import LABELS_PER_PAIR_META_KEY, side_for_choice
 from rlhf.labelers import estimate_labeler_quality
-from rlhf.store import LoopStatus, PreferenceStore
+from rlhf.store import LoopStatus, PreferenceStore, StoreError
 from tests.feedback_ui.conftest import ADMIN_TOKEN, bearer, make_settings, queue_pairs
 
 
@@ -366,6 +367,7 @@ def test_the_app_never_imports_torch(workspace: Path, store: PreferenceStore) ->
     script = f"""
 import sys
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sqlalchemy_event
 from feedback_ui.app import create_app
 from feedback_ui.settings import Settings
 import feedback_ui.server, rlhf.render
@@ -393,3 +395,47 @@ def test_pairs_come_in_priority_order(client: TestClient, store: PreferenceStore
         served.append(pair["query_id"])
         assert _label(client, token, pair["query_id"], "skip").status_code == 200
     assert served == [ids[1], ids[3], ids[2], ids[0]]
+
+
+def test_my_labels_read_the_store_a_fixed_number_of_times(client: TestClient, store: PreferenceStore) -> None:
+    """GET /api/labels reads the pairs of all the labels at once, not one query per label."""
+    queue_pairs(store, 12)
+    labeler_id, token = store.add_labeler("alice")
+    service = client.app.state.service  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = service.store._engine
+    sqlalchemy_event.listen(engine, "before_cursor_execute", count)
+    try:
+        costs = []
+        for answered in (2, 12):
+            done = {label.query_id for label in store.labels(labeler_id)}
+            todo = [query.id for query in store.pending_queries(labeler_id=labeler_id) if query.id not in done]
+            store.add_labels(labeler_id, [(query_id, "a", 1.0, None) for query_id in todo[: answered - len(done)]])
+            statements.clear()
+            labels = client.get("/api/labels", headers=bearer(token)).json()
+            assert len(labels) == answered
+            costs.append(len([s for s in statements if s.lstrip().upper().startswith("SELECT")]))
+    finally:
+        sqlalchemy_event.remove(engine, "before_cursor_execute", count)
+    assert max(costs) <= 3, costs  # a token check, the labels, their pairs (was one read per label)
+
+
+@pytest.mark.parametrize("name", ["bob\u202e", "a\nb", "x\u200by", "tab\there", "rtl\u2067", "nul\x00"])
+def test_labeler_names_refuse_control_and_bidi_characters(
+    client: TestClient, store: PreferenceStore, name: str
+) -> None:
+    response = client.post("/api/admin/labelers", json={"name": name}, headers=bearer(ADMIN_TOKEN))
+    assert response.status_code in (400, 422) and "character" in response.json()["detail"], response.text
+    with pytest.raises(StoreError, match="control, format or bidi"):
+        store.add_labeler(name)
+    assert store.labelers() == []
+
+
+def test_labeler_names_may_be_any_language(client: TestClient) -> None:
+    for name in ("Zoë Ångström", "山田 太郎", "عائشة", "dev 🚀"):
+        response = client.post("/api/admin/labelers", json={"name": name}, headers=bearer(ADMIN_TOKEN))
+        assert response.status_code == 201, response.text

@@ -134,3 +134,24 @@ def test_module_entry_point_prints_one_line_errors(tmp_path: Path) -> None:
         f"feedback_ui: error: workspace {tmp_path / 'nope'} does not exist; pass the run folder of `rlhf run` "
         "(it holds prefs.sqlite)"
     ]
+
+
+def test_server_file_of_a_killed_server_is_recognised_as_stale(workspace: Path) -> None:
+    handle = start_server_in_background(workspace, port=0)
+    assert handle.process is not None
+    handle.process.kill()  # kill -9: no cleanup runs
+    handle.process.wait()
+    assert (workspace / "server.json").exists()
+    url = run_labelers_add(LabelersAddConfig(name="carol", workspace=workspace))["url"]
+    assert url.startswith("http://127.0.0.1:8000/#token=")  # not the dead server's URL
+    assert not (workspace / "server.json").exists()
+
+
+def test_a_server_leaving_keeps_the_server_file_of_another(workspace: Path) -> None:
+    first = start_server_in_background(workspace, port=0)
+    with start_server_in_background(workspace, port=0) as second:
+        first.stop()  # the first one leaves while the second, which wrote server.json last, still runs
+        assert json.loads((workspace / "server.json").read_text())["url"] == second.url
+        url = run_labelers_add(LabelersAddConfig(name="dan", workspace=workspace))["url"]
+        assert url.startswith(f"{second.url}/#token=")
+    assert not (workspace / "server.json").exists()
