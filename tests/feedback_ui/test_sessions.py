@@ -10,6 +10,7 @@ import sys
 import time
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -75,7 +76,8 @@ def test_the_access_log_holds_no_token(workspace: Path, store: PreferenceStore, 
     assert hash_token(token) not in log
 
 
-def _session_cookie(response: httpx.Response) -> tuple[str, str, SimpleCookie]:
+def _session_cookie(response: Any) -> tuple[str, str, SimpleCookie]:
+    """The one cookie a response sets: name, value, parsed (``response``: an httpx or TestClient response)."""
     header = response.headers["set-cookie"]
     cookie: SimpleCookie = SimpleCookie()
     cookie.load(header)
