@@ -86,11 +86,17 @@ def create_app(settings: Settings | None = None, *, store: PreferenceStore | Non
     """The labeling service over the store of ``settings`` (or ``store``), opened now so bad settings fail here.
 
     Raises:
-        ConfigError: the workspace does not exist, or the database cannot be opened.
+        ConfigError: the workspace or the media dir given does not exist, the media dir is a file, or the database
+            cannot be opened.
     """
     settings = settings if settings is not None else get_settings()
     if settings.workspace is not None and not settings.workspace.is_dir():
         raise ConfigError(f"workspace {settings.workspace} does not exist (it is the run folder of `rlhf run`)")
+    media = settings.resolved_media_dir
+    if media.exists() and not media.is_dir():
+        raise ConfigError(f"media dir {media} is a file, not a folder of clips; pass the folder with --media-dir")
+    if settings.media_dir is not None and not media.exists():
+        raise ConfigError(f"media dir {media} does not exist; pass the folder of the rendered clips with --media-dir")
     if store is None:
         store = PreferenceStore(settings.resolved_db_url, sqlite_synchronous=settings.sqlite_synchronous)
     service = LabelingService(store, settings)

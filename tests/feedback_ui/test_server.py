@@ -155,3 +155,17 @@ def test_a_server_leaving_keeps_the_server_file_of_another(workspace: Path) -> N
         url = run_labelers_add(LabelersAddConfig(name="dan", workspace=workspace))["url"]
         assert url.startswith(f"{second.url}/#token=")
     assert not (workspace / "server.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("media", "message"),
+    [("prefs.sqlite", "is a file, not a folder of clips"), ("nowhere", "does not exist; pass the folder")],
+)
+def test_a_media_dir_that_is_no_folder_is_refused(workspace: Path, media: str, message: str) -> None:
+    command = ["serve", "--workspace", str(workspace), "--port", "0", "--media-dir", str(workspace / media)]
+    # A subprocess with a deadline: a server that accepted the folder would serve until stopped.
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", *command], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
