@@ -20,7 +20,7 @@ import gymnasium as gym
 
 from baselines.common.config import cli_default, flag, resolve_resume
 from baselines.common.envs import make_env
-from baselines.common.errors import check, check_device, check_seed
+from baselines.common.errors import check, check_device, check_hidden_sizes, check_seed
 from baselines.common.runs import default_run_dir
 
 GENERIC: dict[str, Any] = {
@@ -231,7 +231,7 @@ class DQNConfig:
             self.buffer_size >= self.batch_size,
             f"--buffer-size ({self.buffer_size}) must be at least --batch-size ({self.batch_size})",
         )
-        check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
+        check_hidden_sizes(self.hidden_sizes)
         check(self.torch_threads >= 1, f"--torch-threads must be at least 1, got {self.torch_threads}")
         check_seed(self.seed)
         for name in ("learning_rate", "max_grad_norm", "per_eps"):

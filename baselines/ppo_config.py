@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from baselines.common.config import cli_default, flag
 from baselines.common.envs import check_env_id
-from baselines.common.errors import check, check_device, check_seed
+from baselines.common.errors import check, check_device, check_hidden_sizes, check_seed
 
 # Per-env defaults (rl-zoo's tuned PPO hyperparameters, so comparisons with SB3 are like for like).
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -220,7 +220,7 @@ class PPOConfig:
         for name in ("eval_every", "checkpoint_every"):
             value = getattr(self, name)
             check(value >= 0, f"{flag(name)} must be >= 0 (0: only at the end), got {value}")
-        check(bool(self.hidden_sizes) and min(self.hidden_sizes) >= 1, "--hidden-sizes needs positive sizes")
+        check_hidden_sizes(self.hidden_sizes)
         check_device(self.device)
 
 

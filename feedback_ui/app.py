@@ -2,7 +2,8 @@
 
 Every refusal is a 4xx with ``{"detail": "what was wrong"}``: a malformed body or a bad choice 422, a missing or
 wrong token 401 (403 for a labeler's token on an admin route), an unknown pair 404, an answered or taken pair and
-a reused idempotency key 409, a body over ``max_body_bytes`` 413.
+a reused idempotency key 409, a body over ``max_body_bytes`` 413, headers over ``max_header_bytes`` 431, a Host
+header that names another server 400. Every answer carries the security headers of :mod:`feedback_ui.middleware`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from baselines.common.errors import ConfigError
+from feedback_ui.middleware import BodySizeLimit, HeaderSizeLimit, HostCheck, SecurityHeaders
 from feedback_ui.routers import export, health, labelers, labels, pages, queries, stats
+from feedback_ui.schemas import ErrorPublic
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings, get_settings
 from rlhf.store import (
@@ -41,6 +42,14 @@ Authenticate with `Authorization: Bearer TOKEN` (a labeler's token; the admin to
 asks for the next pair (`GET /api/queries/next`), answers it (`POST /api/labels`, sides as seen on screen), and may
 undo their latest answer (`POST /api/labels/undo`). Retries with the same `idempotency_key` are stored once."""
 
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "a Host header that does not name this server, or a store refusal"},
+    413: {"model": ErrorPublic, "description": "request body too large"},
+    422: {"model": ErrorPublic, "description": "invalid input; `detail` says which field and why"},
+    431: {"model": ErrorPublic, "description": "request headers too large"},
+}
+"""Answers any route may give (routes add their own: 401, 403, 404, 409)."""
+
 _STATUS_FOR_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UnknownQueryError, status.HTTP_404_NOT_FOUND),
     (UnknownSegmentError, status.HTTP_404_NOT_FOUND),
@@ -59,59 +68,36 @@ def _store_error(_request: Request, error: Exception) -> JSONResponse:
 
 
 def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    """422 with what was wrong where. The input is not echoed: it may be NaN, bytes that are not UTF-8, or large."""
     assert isinstance(error, RequestValidationError)
-    problems = []
+    problems, errors = [], []
     for item in error.errors():
-        where = ".".join(str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path"))
-        problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
+        loc = [part if isinstance(part, int) else str(part) for part in item.get("loc", ())]
+        where = ".".join(str(part) for part in loc if part not in ("body", "query", "path"))
+        message = " ".join(str(item.get("msg", "invalid")).split())
+        problems.append(f"{where or 'body'}: {message}")
+        errors.append({"loc": loc, "msg": message, "type": str(item.get("type", "invalid"))})
     return JSONResponse(
-        {"detail": "; ".join(problems) or "invalid request", "errors": jsonable_encoder(error.errors())},
+        {"detail": "; ".join(problems) or "invalid request", "errors": errors},
         status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
-
-
-class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length up front or while streaming."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        message = f"request body over {self.max_bytes} bytes"
-        headers = dict(scope.get("headers", []))
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = JSONResponse({"detail": message}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
-            await response(scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            incoming = await receive()
-            if incoming["type"] == "http.request":
-                received += len(incoming.get("body", b""))
-                if received > self.max_bytes:
-                    # FastAPI re-raises HTTPExceptions from body reading as they are.
-                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=message)
-            return incoming
-
-        await self.app(scope, limited, send)
 
 
 def create_app(settings: Settings | None = None, *, store: PreferenceStore | None = None) -> FastAPI:
     """The labeling service over the store of ``settings`` (or ``store``), opened now so bad settings fail here.
 
     Raises:
-        ConfigError: the workspace does not exist, or the database cannot be opened.
+        ConfigError: the workspace or the media dir given does not exist, the media dir is a file, or the database
+            cannot be opened.
     """
     settings = settings if settings is not None else get_settings()
     if settings.workspace is not None and not settings.workspace.is_dir():
         raise ConfigError(f"workspace {settings.workspace} does not exist (it is the run folder of `rlhf run`)")
+    media = settings.resolved_media_dir
+    if media.exists() and not media.is_dir():
+        raise ConfigError(f"media dir {media} is a file, not a folder of clips; pass the folder with --media-dir")
+    if settings.media_dir is not None and not media.exists():
+        raise ConfigError(f"media dir {media} does not exist; pass the folder of the rendered clips with --media-dir")
     if store is None:
         store = PreferenceStore(settings.resolved_db_url, sqlite_synchronous=settings.sqlite_synchronous)
     service = LabelingService(store, settings)
@@ -128,7 +114,9 @@ def create_app(settings: Settings | None = None, *, store: PreferenceStore | Non
         version="1",
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        responses={422: {"description": "invalid input; `detail` says which field and why"}},
+        responses=COMMON_RESPONSES,
+        docs_url=None,  # pages.py serves /docs with Swagger UI from an installed package, not a CDN
+        redoc_url=None,
     )
     app.state.service = service
     app.state.settings = settings
@@ -141,4 +129,9 @@ def create_app(settings: Settings | None = None, *, store: PreferenceStore | Non
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Added last, run first: the Host check and the header bound before anything else; every answer, refusals
+    # included, carries the security headers.
+    app.add_middleware(HostCheck, allowed=settings.allowed_host_names)
+    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -1,8 +1,9 @@
 """Dependencies shared by the routers, as ``Annotated`` aliases: ``ServiceDep``, ``CurrentLabeler``, ``AdminDep``.
 
 Requests authenticate with ``Authorization: Bearer TOKEN`` (a labeler's token, or the admin token on admin routes).
-``<video>`` elements cannot send headers, so clip requests (GET only) also accept the ``rlhf_token`` cookie that
-``POST /api/session`` sets; state-changing routes never read the cookie, so they cannot be forged cross-site.
+``<video>`` elements cannot send headers, so clip requests (GET only) also accept the session cookie that
+``POST /api/session`` sets (:mod:`feedback_ui.sessions`: signed, expiring, not the token); state-changing routes
+never read the cookie, so they cannot be forged cross-site.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from feedback_ui.schemas import ErrorPublic
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
-from rlhf.store import Labeler
+from rlhf.store import Labeler, hash_token
 
-TOKEN_COOKIE = "rlhf_token"
 _T = TypeVar("_T")
+
+LABELER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "missing token, or a token that is unknown, revoked or rotated"},
+}
+"""What routes for labelers list in the OpenAPI document besides their answer."""
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorPublic, "description": "missing token"},
+    403: {"model": ErrorPublic, "description": "a token that is not the admin token"},
+}
 
 
 async def app_settings(request: Request) -> Settings:
@@ -66,16 +76,18 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _labeler_for(service: LabelingService, token: str) -> Labeler | None:
-    cached = service.cached_labeler(token)
-    return cached if cached is not None else await run_read(service.authenticate, token)
+async def labeler_for(service: LabelingService, token: str) -> Labeler | None:
+    """The labeler of a token: from the service's short-lived cache, else from the store (on the thread pool)."""
+    token_hash = hash_token(token)
+    cached = service.cached_labeler(token_hash)
+    return cached if cached is not None else await run_read(service.authenticate, token_hash)
 
 
 async def current_labeler(service: ServiceDep, credentials: BearerDep) -> Labeler:
     """The labeler whose token the request carries; 401 otherwise."""
     if credentials is None:
         raise _unauthorized("missing token: open your personal labeling URL, or send 'Authorization: Bearer TOKEN'")
-    labeler = await _labeler_for(service, credentials.credentials)
+    labeler = await labeler_for(service, credentials.credentials)
     if labeler is None:
         raise _unauthorized("unknown token: ask the admin for your personal labeling URL")
     return labeler
@@ -97,11 +109,25 @@ AdminDep = Annotated[None, Depends(require_admin)]
 
 async def require_viewer(request: Request, service: ServiceDep, credentials: BearerDep) -> None:
     """Clips: any labeler or the admin, by bearer token or by the session cookie."""
-    token = credentials.credentials if credentials is not None else request.cookies.get(TOKEN_COOKIE)
-    if token is None:
+    if credentials is not None:
+        token = credentials.credentials
+        if not service.is_admin(token) and await labeler_for(service, token) is None:
+            raise _unauthorized("unknown token: open your personal labeling URL again")
+        return
+    cookie = request.cookies.get(service.sessions.cookie_name)
+    if cookie is None:
         raise _unauthorized("clips need a session: open your personal labeling URL first")
-    if not service.is_admin(token) and await _labeler_for(service, token) is None:
-        raise _unauthorized("unknown token: open your personal labeling URL again")
+    session = service.sessions.verify(cookie)
+    if session is None:
+        raise _unauthorized("the session expired: reload the page")
+    if session.role == "admin":
+        if not service.is_admin_hash(session.token_hash):
+            raise _unauthorized("the session expired: reload the page")
+        return
+    token_hash = session.token_hash
+    labeler = service.cached_labeler(token_hash) or await run_read(service.authenticate, token_hash)
+    if labeler is None:
+        raise _unauthorized("this link no longer works: ask the admin for your personal labeling URL")
 
 
 ViewerDep = Annotated[None, Depends(require_viewer)]

@@ -12,10 +12,15 @@ Side = Literal["left", "right", "tie", "skip"]
 _KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 
 
-class Strict(BaseModel):
-    """Bodies refuse unknown fields, so a misspelt field is a 422, not a silently ignored value."""
+MAX_ID = 2**31 - 1
+"""Ids are 32-bit integer columns (PostgreSQL's INTEGER): a larger id names nothing."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class Strict(BaseModel):
+    """Bodies refuse unknown fields, so a misspelt field is a 422, not a silently ignored value, and values of the
+    wrong JSON type (strict mode: ``true`` is no id, ``"3"`` no number of seconds), not a coerced one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ClipPublic(BaseModel):
@@ -46,9 +51,11 @@ class NextPublic(BaseModel):
 class LabelCreate(Strict):
     """An answer to a leased pair."""
 
-    query_id: int = Field(ge=1, description="the pair answered")
+    query_id: int = Field(ge=1, le=MAX_ID, description="the pair answered")
     side: Side = Field(description="left, right, tie (equally good) or skip (can't tell)")
-    seconds_taken: float = Field(ge=0, le=86_400, description="seconds the labeler spent on the pair")
+    seconds_taken: float = Field(
+        ge=0, le=86_400, allow_inf_nan=False, description="seconds the labeler spent on the pair"
+    )
     idempotency_key: str | None = Field(
         default=None,
         pattern=_KEY_PATTERN,
@@ -118,6 +125,12 @@ class LabelerCreate(Strict):
     name: str = Field(min_length=1, max_length=200, pattern=r"\S")
 
 
+class LabelerRef(Strict):
+    """A labeler, by name."""
+
+    name: str = Field(min_length=1, max_length=200)
+
+
 class LabelerPublic(BaseModel):
     id: int
     name: str
@@ -132,8 +145,17 @@ class LabelerCreated(LabelerPublic):
     url: str
 
 
+class SessionPublic(BaseModel):
+    """Who the session is for; its cookie lets the browser fetch clips for ``expires_in`` seconds."""
+
+    role: Literal["labeler", "admin"]
+    name: str
+    expires_in: int
+
+
 class LabelerStats(BaseModel):
     name: str
+    has_token: bool = Field(default=True, description="false once the labeler's token was revoked")
     labels: int = Field(description="effective labels, skips included")
     skips: int
     ties: int

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -27,13 +29,14 @@ from typing import Any, Literal
 import tyro
 import uvicorn
 from pydantic import SecretStr, ValidationError
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from baselines.common.config import flag
 from baselines.common.errors import ConfigError
 from feedback_ui.app import create_app
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
-from rlhf.store import PreferenceStore
+from rlhf.store import PreferenceStore, UnknownLabelerError
 
 STORE_FILE = "prefs.sqlite"
 ADMIN_TOKEN_FILE = "admin_token"
@@ -63,7 +66,11 @@ class ServeConfig:
     lease_seconds: float | None = None
     """Seconds a served pair stays reserved for its labeler (default 300)."""
     public_url: str | None = None
-    """Base URL for the printed links when the server sits behind a proxy (default http://HOST:PORT)."""
+    """The URL people open, when it is not http://HOST:PORT (behind a reverse proxy, or listening on 0.0.0.0): the
+    printed links use it, and requests must name its host (the Host header check)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """More host names requests may carry in their Host header (besides --public-url's, localhost and --host);
+    '*' allows any."""
     allow_missing_clips: bool = False
     """Start even if pairs in the queue have no clip file (they show a 'clip missing' note)."""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"
@@ -86,13 +93,61 @@ class LabelersAddConfig:
     """Server URL for the link (default: the running server's, from WORKSPACE/server.json, else http://127.0.0.1:8000)."""
 
 
+@dataclass(frozen=True)
+class LabelersRevokeConfig:
+    """Revoke a labeler's token: their personal URL stops working (their labels stay)."""
+
+    name: tyro.conf.Positional[str]
+    """The labeler's name."""
+    workspace: Path
+    """Run folder holding prefs.sqlite."""
+    db_url: str | None = None
+    """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+
+
+@dataclass(frozen=True)
+class LabelersRotateConfig:
+    """Give a labeler a new token and print their new personal URL (the old one stops working)."""
+
+    name: tyro.conf.Positional[str]
+    """The labeler's name."""
+    workspace: Path
+    """Run folder holding prefs.sqlite."""
+    db_url: str | None = None
+    """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+    base_url: str | None = None
+    """Server URL for the link (default: the running server's, from WORKSPACE/server.json, else http://127.0.0.1:8000)."""
+
+
+_TOKEN_PARAMETER = re.compile(r"(?<![A-Za-z0-9_])(token=)[^&;#\s\"]*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Shows ``token=[redacted]`` for token query parameters in access-log lines. The links this service prints
+    keep the token in the URL's fragment, which browsers never send; links of older versions sent ``?token=``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PARAMETER.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def redact_tokens_in_access_log() -> None:
+    """Install :class:`RedactTokens` on uvicorn's access log (once)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactTokens) for existing in access.filters):
+        access.addFilter(RedactTokens())
+
+
 def labeler_url(base_url: str, token: str) -> str:
-    """A labeler's personal URL."""
-    return f"{base_url.rstrip('/')}/?token={token}"
+    """A labeler's personal URL. The token is in the fragment: browsers never send it, so no log records it."""
+    return f"{base_url.rstrip('/')}/#token={token}"
 
 
 def admin_url(base_url: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}/admin?token={token}"
+    return f"{base_url.rstrip('/')}/admin#token={token}"
 
 
 def _check_workspace(workspace: Path, db_url: str | None) -> None:
@@ -161,6 +216,7 @@ def make_settings(config: ServeConfig, port: int) -> Settings:
         ("labels_per_pair", config.labels_per_pair),
         ("lease_seconds", config.lease_seconds),
         ("public_url", config.public_url),
+        ("allowed_hosts", config.allowed_hosts or None),
     ):
         if value is not None:
             overrides[name] = value
@@ -172,6 +228,43 @@ def make_settings(config: ServeConfig, port: int) -> Settings:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise ConfigError(f"invalid labeling-service settings: {problems}") from error
     return settings
+
+
+def bounded_http(max_head_bytes: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol that stops reading a request head (target and headers) past ``max_head_bytes``
+    and answers 431: llhttp itself would buffer a header of any size. Counted per received chunk, so the bound
+    holds to within one read (at most 256 KiB); the app's :class:`feedback_ui.middleware.HeaderSizeLimit` checks
+    the exact size of heads that fit."""
+    body = json.dumps({"detail": f"request headers over {max_head_bytes} bytes"}).encode()
+    refusal = (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+        + body
+    )
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _head_bytes = 0
+        _in_head = True
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > max_head_bytes and not self.transport.is_closing():
+                self.transport.write(refusal)
+                self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self._in_head, self._head_bytes = False, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head, self._head_bytes = True, 0
+
+    return BoundedHttpToolsProtocol
 
 
 @dataclass
@@ -199,11 +292,19 @@ class PreparedServer:
             self.server.run(sockets=[self.sock])
         finally:
             self.sock.close()
-            if server_file is not None:
+            if server_file is not None and _written_by_this_process(server_file):
                 with contextlib.suppress(OSError):
                     server_file.unlink()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _written_by_this_process(server_file: Path) -> bool:
+    """Whether server.json still names this process (a second server on the workspace may have written it since)."""
+    try:
+        return bool(json.loads(server_file.read_text()).get("pid") == os.getpid())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -232,8 +333,13 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
         sock.close()
         raise
     uvicorn_config = uvicorn.Config(
-        app, log_level=config.log_level, access_log=config.log_level in ("info", "debug"), timeout_graceful_shutdown=5
+        app,
+        http=bounded_http(settings.max_header_bytes),
+        log_level=config.log_level,
+        access_log=config.log_level in ("info", "debug"),
+        timeout_graceful_shutdown=5,
     )
+    redact_tokens_in_access_log()  # after uvicorn.Config, which configures its loggers
     return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service)
 
 
@@ -270,12 +376,62 @@ def run_labelers_add(config: LabelersAddConfig) -> dict[str, Any]:
     return {"labeler": config.name, "labeler_id": labeler_id, "url": url, "path": str(config.workspace)}
 
 
-def _running_url(workspace: Path) -> str | None:
+def run_labelers_revoke(config: LabelersRevokeConfig) -> dict[str, Any]:
+    """``rlhf labelers revoke NAME``: remove the labeler's token (running servers refuse it within a second)."""
+    _check_workspace(config.workspace, config.db_url)
+    store = PreferenceStore(config.db_url or config.workspace / STORE_FILE)
     try:
-        url = json.loads((workspace / SERVER_FILE).read_text()).get("url")
+        labeler = store.revoke_token(config.name)
+    except UnknownLabelerError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        store.close()
+    print(f"{labeler.name}: token revoked (their labels stay; `rlhf labelers rotate {labeler.name}` issues a new one)")
+    return {"labeler": labeler.name, "labeler_id": labeler.id, "path": str(config.workspace)}
+
+
+def run_labelers_rotate(config: LabelersRotateConfig) -> dict[str, Any]:
+    """``rlhf labelers rotate NAME``: a new token for the labeler; prints their new URL."""
+    _check_workspace(config.workspace, config.db_url)
+    store = PreferenceStore(config.db_url or config.workspace / STORE_FILE)
+    try:
+        labeler, token = store.rotate_token(config.name)
+    except UnknownLabelerError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        store.close()
+    base = config.base_url or _running_url(config.workspace) or "http://127.0.0.1:8000"
+    url = labeler_url(base, token)
+    print(f"{labeler.name}: {url}", flush=True)
+    return {"labeler": labeler.name, "labeler_id": labeler.id, "url": url, "path": str(config.workspace)}
+
+
+def _running_url(workspace: Path) -> str | None:
+    """The URL in WORKSPACE/server.json if the server that wrote it still runs; a file left by a server that was
+    killed (kill -9, power loss) is removed."""
+    path = workspace / SERVER_FILE
+    try:
+        record = json.loads(path.read_text())
+        url, pid = record.get("url"), record.get("pid")
     except (OSError, ValueError, AttributeError):
         return None
+    if not isinstance(pid, int) or not _process_alive(pid):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
     return url if isinstance(url, str) else None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------------- background
@@ -412,7 +568,10 @@ def start_server_in_background(
 def _flags(config: ServeConfig) -> list[str]:
     flags = []
     for name, value in vars(config).items():
-        if value is None or value is False:
+        if value is None or value is False or value == ():
+            continue
+        if isinstance(value, tuple):
+            flags.extend([flag(name), *map(str, value)])
             continue
         flags.extend([flag(name)] if value is True else [flag(name), str(value)])
     return flags

@@ -37,6 +37,7 @@ from feedback_ui.schemas import (
     ProgressPublic,
     Side,
 )
+from feedback_ui.sessions import SessionSigner
 from feedback_ui.settings import DEFAULT_TASKS, GENERIC_TASK, Settings
 from feedback_ui.writer import StoreWriter
 from rlhf.store import (
@@ -61,6 +62,10 @@ LABELS_PER_PAIR_META_KEY = "ui.labels_per_pair"
 
 MEDIA_PREFIX = "/media/"
 PROGRESS_TTL_S = 2.0
+TOKEN_RECHECK_S = 1.0
+"""A token is looked up in the store again once its cached answer is this old, so a token revoked or rotated
+elsewhere (another server process, ``rlhf labelers revoke``) is refused within this time; the process that revokes
+it refuses it at once."""
 _MAX_CACHED = 50_000
 
 
@@ -77,6 +82,15 @@ class _SegmentInfo:
     clip_name: str | None
     real_steps: int
     length: int
+
+
+def _usable_file_name(name: str) -> bool:
+    """A name that can be one file's: 1-255 UTF-8 bytes, no NUL, no control character, no separator."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return 0 < size <= 255 and name.isprintable() and "/" not in name and "\\" not in name
 
 
 def side_for_choice(query: Query, choice: str) -> Side:
@@ -104,7 +118,8 @@ class LabelingService:
         self.media_dir = settings.resolved_media_dir.resolve()
         self.lease_seconds = settings.lease_seconds
         self.write_lock = threading.RLock()
-        self._labelers: dict[str, Labeler] = {}
+        self._labelers: dict[str, tuple[float, Labeler]] = {}
+        """Token hash -> (monotonic time of the store's answer, labeler)."""
         self._segments: dict[str, _SegmentInfo] = {}
         self._clip_files: dict[str, Path] = {}
         self._queries: dict[int, Query] = {}
@@ -112,6 +127,8 @@ class LabelingService:
         self.writer = StoreWriter(store, self.write_lock)
         """The thread the routes run store writes on, batched (see :func:`feedback_ui.dependencies.run_write`)."""
         self._progress: dict[int, tuple[float, ProgressPublic]] = {}
+        self.sessions = SessionSigner(settings.admin_token)
+        """Signs the clip cookies of browser sessions (:mod:`feedback_ui.sessions`)."""
         if settings.task_description is not None:
             store.set_meta(TASK_META_KEY, settings.task_description)
         if settings.labels_per_pair is not None:
@@ -150,23 +167,53 @@ class LabelingService:
 
     # ----------------------------------------------------------------------------------------- labelers
 
-    def cached_labeler(self, token: str) -> Labeler | None:
-        """The labeler of a token if it was seen before (no store access, safe on the event loop)."""
-        return self._labelers.get(hash_token(token))
+    def cached_labeler(self, token_hash: str) -> Labeler | None:
+        """The labeler of a token hash if the store said so less than ``TOKEN_RECHECK_S`` ago (no store access,
+        safe on the event loop)."""
+        cached = self._labelers.get(token_hash)
+        if cached is None or time.monotonic() - cached[0] >= TOKEN_RECHECK_S:
+            return None
+        return cached[1]
 
-    def authenticate(self, token: str) -> Labeler | None:
-        """The labeler of a token, or None. Labelers and tokens never change, so positive answers are cached."""
-        key = hash_token(token)
-        labeler = self._labelers.get(key)
+    def authenticate(self, token_hash: str) -> Labeler | None:
+        """The labeler of a token hash (:func:`rlhf.store.hash_token`), from the store; None for a token that is
+        unknown, revoked or rotated. Positive answers are cached for ``TOKEN_RECHECK_S``."""
+        labeler = self.store.labeler_for_token_hash(token_hash)
         if labeler is None:
-            labeler = self.store.labeler_for_token(token)
-            if labeler is not None and len(self._labelers) < _MAX_CACHED:
-                self._labelers[key] = labeler
+            self._labelers.pop(token_hash, None)
+        else:
+            if len(self._labelers) >= _MAX_CACHED:
+                self._labelers.clear()
+            self._labelers[token_hash] = (time.monotonic(), labeler)
         return labeler
+
+    def _forget_tokens_of(self, labeler_id: int) -> None:
+        for token_hash, (_, labeler) in list(self._labelers.items()):
+            if labeler.id == labeler_id:
+                self._labelers.pop(token_hash, None)
+
+    def revoke_token(self, name: str) -> Labeler:
+        """Remove a labeler's token; this process refuses it from now on (others within ``TOKEN_RECHECK_S``)."""
+        with self.write_lock:
+            labeler = self.store.revoke_token(name)
+        self._forget_tokens_of(labeler.id)
+        return labeler
+
+    def rotate_token(self, name: str) -> tuple[Labeler, str]:
+        """Give a labeler a new token; the old one is refused as a revoked one is."""
+        with self.write_lock:
+            labeler, token = self.store.rotate_token(name)
+        self._forget_tokens_of(labeler.id)
+        return labeler, token
 
     def is_admin(self, token: str) -> bool:
         admin = self.settings.admin_token
         return admin is not None and secrets.compare_digest(token.encode(), admin.get_secret_value().encode())
+
+    def is_admin_hash(self, token_hash: str) -> bool:
+        """Whether ``token_hash`` is the hash of the admin token (a session's)."""
+        admin = self.settings.admin_token
+        return admin is not None and secrets.compare_digest(token_hash, hash_token(admin.get_secret_value()))
 
     def add_labeler(self, name: str) -> tuple[Labeler, str]:
         with self.write_lock:
@@ -174,7 +221,8 @@ class LabelingService:
         return self.store.get_labeler(labeler_id), token
 
     def labeler_url(self, token: str) -> str:
-        return f"{self.settings.base_url}/?token={token}"
+        """The labeler's personal URL: the token sits in the fragment, which browsers never send to a server."""
+        return f"{self.settings.base_url}/#token={token}"
 
     # ----------------------------------------------------------------------------------------- pairs
 
@@ -201,8 +249,13 @@ class LabelingService:
         known = self._clip_files.get(name)
         if known is not None:
             return known
-        path = (self.media_dir / name).resolve()
-        if not path.is_relative_to(self.media_dir) or not path.is_file():
+        if not _usable_file_name(name):
+            return None
+        try:
+            path = (self.media_dir / name).resolve()
+            if not path.is_relative_to(self.media_dir) or not path.is_file():
+                return None
+        except (OSError, ValueError):  # a name the file system refuses (too long, say) names no clip
             return None
         if len(self._clip_files) < _MAX_CACHED:
             self._clip_files[name] = path
@@ -321,8 +374,9 @@ class LabelingService:
         """The labeler's effective labels, newest first."""
         records = self.store.labels(labeler.id)
         voided = {record.supersedes for record in records if record.is_undo}
-        answers = [record for record in reversed(records) if not record.is_undo and record.id not in voided]
-        return [self.label_public(label) for label in answers[:limit]]
+        answers = [record for record in reversed(records) if not record.is_undo and record.id not in voided][:limit]
+        queries = self.store.get_queries([label.query_id for label in answers])  # one read, not one per label
+        return [self.label_public(label, queries[label.query_id]) for label in answers]
 
     # ----------------------------------------------------------------------------------------- progress
 
@@ -354,7 +408,9 @@ class LabelingService:
     def admin_stats(self) -> AdminStatsPublic:
         records = self.store.labels()
         effective = self.store.effective_labels()
-        names = {labeler.id: labeler.name for labeler in self.store.labelers()}
+        labelers = self.store.labelers()
+        names = {labeler.id: labeler.name for labeler in labelers}
+        has_token = {labeler.id: labeler.has_token for labeler in labelers}
         qualities, operator_weights = self.store.labeler_quality(), self.store.labeler_weight_overrides()
         undos: Counter[int] = Counter(record.labeler_id for record in records if record.is_undo)
         by_labeler: dict[int, list[Any]] = defaultdict(list)
@@ -370,6 +426,7 @@ class LabelingService:
             rows.append(
                 LabelerStats(
                     name=name,
+                    has_token=has_token[labeler_id],
                     labels=len(labels),
                     skips=sum(label.choice == "skip" for label in labels),
                     ties=sum(label.choice == "tie" for label in labels),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,8 @@ DEFAULT_TASKS: dict[str, str] = {
     "MountainCar-v0": "Prefer the clip where the car gets closer to the flag on the right hill.",
     "MountainCarContinuous-v0": "Prefer the clip where the car gets closer to the flag on the right hill.",
 }
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+"""Listening addresses that mean every interface."""
 GENERIC_TASK = "Prefer the clip where the agent does the task better. Dimmed, frozen frames mean the episode ended."
 
 
@@ -45,12 +48,17 @@ class Settings(BaseSettings):
     """How long a served pair stays reserved for its labeler before it returns to the queue."""
     max_body_bytes: int = Field(default=16_384, ge=1024, le=10_000_000)
     """Requests with a larger body are refused with 413."""
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    """Requests whose target and headers together are larger are refused with 431."""
     host: str = "127.0.0.1"
     """Interface to listen on."""
     port: int = Field(default=8000, ge=0, le=65_535)
     """TCP port (0: any free port)."""
     public_url: str | None = None
-    """Base URL printed in labeler links (default http://HOST:PORT)."""
+    """Base URL printed in labeler links (default http://HOST:PORT); behind a proxy, the URL people open."""
+    allowed_hosts: tuple[str, ...] = ()
+    """More host names the Host header may carry besides the host of the links, localhost and the listening
+    address (``*``: any)."""
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """FULL: an acknowledged label survives power loss; NORMAL: it survives a crash of the server process."""
 
@@ -76,6 +84,32 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """Host names a request's ``Host`` header may carry (lower case, no port); None lets any through.
+
+        Any host passes when listening on every interface (``0.0.0.0``, ``::``) with neither ``public_url`` nor
+        ``allowed_hosts``: the server then has no name to check against.
+        """
+        extra = {host_name(host) for host in self.allowed_hosts}
+        if "*" in extra:
+            return None
+        names = {"localhost", "127.0.0.1", "::1", *extra}
+        if self.public_url is not None:
+            names.add(host_name(urlsplit(self.public_url).netloc.rsplit("@", 1)[-1]))
+        if self.host in WILDCARD_HOSTS:
+            return None if self.public_url is None and not extra else frozenset(names)
+        names.add(host_name(self.host))
+        return frozenset(names)
+
+
+def host_name(host: str) -> str:
+    """The host of a ``Host`` header or URL authority, lower case, without port or IPv6 brackets."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 @lru_cache

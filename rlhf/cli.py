@@ -123,6 +123,18 @@ COMMANDS: dict[str, Command] = {
         "run_labelers_add",
         "Add a labeler to a workspace and print their personal labeling URL (the token is shown once).",
     ),
+    "labelers-revoke": Command(
+        "feedback_ui.server",
+        "LabelersRevokeConfig",
+        "run_labelers_revoke",
+        "Revoke a labeler's token: their personal URL stops working (their labels stay).",
+    ),
+    "labelers-rotate": Command(
+        "feedback_ui.server",
+        "LabelersRotateConfig",
+        "run_labelers_rotate",
+        "Give a labeler a new token and print their new personal URL (the old one stops working).",
+    ),
     "labelers-weight": Command(
         "rlhf.labelers_weight",
         "LabelersWeightConfig",
@@ -204,7 +216,7 @@ def parse(argv: Sequence[str]) -> tuple[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand; user errors print one line and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["labelers"] and args[1:2] in (["add"], ["weight"]):  # `rlhf labelers add NAME` reads better
+    if args[:1] == ["labelers"] and args[1:2] in (["add"], ["weight"], ["revoke"], ["rotate"]):  # reads better
         args = [f"labelers-{args[1]}", *args[2:]]
     command = args[0] if args else "rlhf"
     try:

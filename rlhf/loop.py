@@ -43,6 +43,7 @@ from rlhf.reward import (
     preference_data,
     save_reward_model,
     train_reward_model,
+    warn_if_unmeasured,
 )
 from rlhf.reward.label_filter import LabelFilter
 from rlhf.reward.regularization import AdaptiveL2
@@ -238,6 +239,15 @@ class RLHFConfig:
         horizon = _horizon(self.env)
         length = self.resolved_segment_length
         check(length >= 1, f"--segment-length must be at least 1, got {length}")
+        # A budget beyond the pairs a run can form would only ask the same pairs again, and scoring its candidates
+        # at once would exhaust memory: refuse it before anything is allocated.
+        segments = max(self.total_steps // length, 2)
+        pairs = segments * (segments - 1) // 2
+        check(
+            self.labels <= pairs,
+            f"--labels {self.labels} is more than the {pairs:,} distinct pairs of the about {segments} segments of "
+            f"{length} steps that --total-steps {self.total_steps} collects; lower --labels or raise --total-steps",
+        )
         if horizon is not None:
             check(
                 length <= horizon, f"--segment-length {length} is longer than {self.env}'s horizon of {horizon} steps"
@@ -514,6 +524,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         store.close()
     wall = time.perf_counter() - start_time
     accuracy = next((h["reward/val_accuracy"] for h in reversed(loop.history) if "reward/val_accuracy" in h), None)
+    warn_if_unmeasured(accuracy, "rlhf run")
     summary = {
         "algo": "rlhf",
         "env_id": cfg.env,

@@ -26,6 +26,7 @@ from rlhf.reward import (
     preference_data,
     save_reward_model,
     train_reward_model,
+    warn_if_unmeasured,
 )
 from rlhf.segments import absorbing_features, action_columns, action_feature_dim
 
@@ -102,6 +103,7 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
     )
     label_filter = LabelFilter() if config.label_filter == "rime" else None
     fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed), label_filter)
+    warn_if_unmeasured(float(fit["val_accuracy"]), "rlhf train-reward")
     save_reward_model(model, out / "reward_model")
     summary: dict[str, Any] = {
         "algo": "train-reward",

@@ -11,11 +11,11 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from feedback_ui.dependencies import AdminDep, ServiceDep, run_read
+from feedback_ui.dependencies import ADMIN_RESPONSES, AdminDep, ServiceDep, run_read
 from feedback_ui.schemas import ExportCreate, ExportPublic
 from rlhf.store import JSONL_FILE
 
-router = APIRouter(prefix="/api/admin", tags=["export"])
+router = APIRouter(prefix="/api/admin", tags=["export"], responses=ADMIN_RESPONSES)
 
 
 @router.post("/export", summary="Export the labels into the workspace (admin)")

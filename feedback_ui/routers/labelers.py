@@ -1,11 +1,15 @@
-"""Labelers (admin: create, list) and ``POST /api/session`` (the cookie that lets ``<video>`` fetch clips)."""
+"""Labelers (admin: create, list, revoke or rotate a token) and ``POST /api/session`` (the cookie that lets
+``<video>`` fetch clips)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from feedback_ui.dependencies import TOKEN_COOKIE, AdminDep, BearerDep, ServiceDep, run_read, run_write
-from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic
+from feedback_ui.dependencies import ADMIN_RESPONSES, AdminDep, BearerDep, ServiceDep, labeler_for, run_read, run_write
+from feedback_ui.schemas import ErrorPublic, LabelerCreate, LabelerCreated, LabelerPublic, LabelerRef, SessionPublic
+from feedback_ui.service import MEDIA_PREFIX
+from feedback_ui.sessions import SESSION_SECONDS, Role
+from rlhf.store import hash_token
 
 router = APIRouter(tags=["labelers"])
 
@@ -14,7 +18,7 @@ router = APIRouter(tags=["labelers"])
     "/api/admin/labelers",
     status_code=status.HTTP_201_CREATED,
     summary="Add a labeler (admin); the token is shown once",
-    responses={409: {"model": ErrorPublic, "description": "name taken"}},
+    responses={**ADMIN_RESPONSES, 409: {"model": ErrorPublic, "description": "name taken"}},
 )
 async def add_labeler(body: LabelerCreate, _admin: AdminDep, service: ServiceDep) -> LabelerCreated:
     labeler, token = await run_write(service, service.add_labeler, body.name.strip())
@@ -28,23 +32,66 @@ async def add_labeler(body: LabelerCreate, _admin: AdminDep, service: ServiceDep
     )
 
 
-@router.get("/api/admin/labelers", summary="All labelers (admin)")
+@router.get("/api/admin/labelers", summary="All labelers (admin)", responses=ADMIN_RESPONSES)
 async def list_labelers(_admin: AdminDep, service: ServiceDep) -> list[LabelerPublic]:
     labelers = await run_read(service.store.labelers)
     return [LabelerPublic(id=x.id, name=x.name, created_at=x.created_at, has_token=x.has_token) for x in labelers]
 
 
-@router.post("/api/session", summary="Start a browser session (sets the cookie clips are fetched with)")
-async def start_session(response: Response, service: ServiceDep, credentials: BearerDep) -> dict[str, str]:
+_UNKNOWN_LABELER: dict[int | str, dict[str, object]] = {
+    **ADMIN_RESPONSES,
+    404: {"model": ErrorPublic, "description": "no such labeler"},
+}
+
+
+@router.post(
+    "/api/admin/labelers/revoke",
+    summary="Revoke a labeler's token (admin); their labels stay",
+    responses=_UNKNOWN_LABELER,
+)
+async def revoke_labeler(body: LabelerRef, _admin: AdminDep, service: ServiceDep) -> LabelerPublic:
+    """The token stops working at once on this server, and within a second on every other server process."""
+    labeler = await run_write(service, service.revoke_token, body.name)
+    return LabelerPublic(id=labeler.id, name=labeler.name, created_at=labeler.created_at, has_token=False)
+
+
+@router.post(
+    "/api/admin/labelers/rotate",
+    summary="Give a labeler a new token (admin); the old one stops working",
+    responses=_UNKNOWN_LABELER,
+)
+async def rotate_labeler(body: LabelerRef, _admin: AdminDep, service: ServiceDep) -> LabelerCreated:
+    labeler, token = await run_write(service, service.rotate_token, body.name)
+    return LabelerCreated(
+        id=labeler.id,
+        name=labeler.name,
+        created_at=labeler.created_at,
+        has_token=True,
+        token=token,
+        url=service.labeler_url(token),
+    )
+
+
+@router.post(
+    "/api/session",
+    summary="Start a browser session (sets the cookie clips are fetched with)",
+    responses={401: {"model": ErrorPublic, "description": "missing or unknown token"}},
+)
+async def start_session(
+    request: Request, response: Response, service: ServiceDep, credentials: BearerDep
+) -> SessionPublic:
+    """Sets a signed, expiring session cookie for ``/media/`` (not the token itself): ``<video>`` cannot send an
+    ``Authorization`` header. The page starts a new session before this one expires."""
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="missing token", headers={"WWW-Authenticate": "Bearer"}
         )
     token = credentials.credentials
+    role: Role
     if service.is_admin(token):
         role, name = "admin", "admin"
     else:
-        labeler = service.cached_labeler(token) or await run_read(service.authenticate, token)
+        labeler = await labeler_for(service, token)
         if labeler is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -52,5 +99,13 @@ async def start_session(response: Response, service: ServiceDep, credentials: Be
                 headers={"WWW-Authenticate": "Bearer"},
             )
         role, name = "labeler", labeler.name
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
-    return {"role": role, "name": name}
+    response.set_cookie(
+        service.sessions.cookie_name,
+        service.sessions.issue(role, hash_token(token)),
+        max_age=SESSION_SECONDS,
+        path=MEDIA_PREFIX,
+        secure=request.url.scheme == "https" or service.settings.base_url.startswith("https://"),
+        httponly=True,
+        samesite="strict",
+    )
+    return SessionPublic(role=role, name=name, expires_in=SESSION_SECONDS)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from feedback_ui.dependencies import CurrentLabeler, ServiceDep, run_read, run_write
+from feedback_ui.dependencies import LABELER_RESPONSES, CurrentLabeler, ServiceDep, run_read, run_write
 from feedback_ui.schemas import ErrorPublic, LabelCreate, LabelPublic, NextPublic, SubmitPublic, UndoCreate, UndoPublic
 
-router = APIRouter(prefix="/api/labels", tags=["labels"])
+router = APIRouter(prefix="/api/labels", tags=["labels"], responses=LABELER_RESPONSES)
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorPublic, "description": "unknown pair"},

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from feedback_ui.dependencies import CurrentLabeler, ServiceDep, run_read, run_write
+from feedback_ui.dependencies import LABELER_RESPONSES, CurrentLabeler, ServiceDep, run_read, run_write
 from feedback_ui.schemas import NextPublic
 
-router = APIRouter(prefix="/api/queries", tags=["queries"])
+router = APIRouter(prefix="/api/queries", tags=["queries"], responses=LABELER_RESPONSES)
 
 
 @router.get("/next", summary="Lease the next pair to label")

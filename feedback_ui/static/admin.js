@@ -3,8 +3,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const params = new URLSearchParams(location.search);
-  let token = params.get("token");
+  // The admin link carries the token in its fragment (#token=..., never sent to the server; older links: ?token=).
+  let token = new URLSearchParams(location.hash.slice(1)).get("token") || new URLSearchParams(location.search).get("token");
   if (token) {
     sessionStorage.setItem("rlhf_admin_token", token);
     history.replaceState(null, "", location.pathname);
@@ -41,6 +41,51 @@
     return tr;
   }
 
+  // Rotate (a new personal URL, shown once) or revoke a labeler's token. Simulated teachers have no token.
+  function tokenCell(l) {
+    const td = document.createElement("td");
+    td.className = "token";
+    if (l.name.startsWith("teacher:")) {
+      td.textContent = "–";
+      return td;
+    }
+    if (!l.has_token) td.textContent = "revoked ";
+    const rotate = document.createElement("button");
+    rotate.type = "button";
+    rotate.textContent = "New link";
+    rotate.dataset.action = "rotate";
+    rotate.addEventListener("click", () => changeToken("rotate", l.name));
+    td.append(rotate);
+    if (l.has_token) {
+      const revoke = document.createElement("button");
+      revoke.type = "button";
+      revoke.textContent = "Revoke";
+      revoke.dataset.action = "revoke";
+      revoke.addEventListener("click", () => {
+        if (confirm(`Revoke ${l.name}'s link? Their labels stay.`)) changeToken("revoke", l.name);
+      });
+      td.append(revoke);
+    }
+    return td;
+  }
+
+  async function changeToken(action, name) {
+    try {
+      const result = await (await api("POST", `/api/admin/labelers/${action}`, { name })).json();
+      if (action === "rotate") {
+        const code = document.createElement("code");
+        code.className = "url";
+        code.textContent = result.url;
+        $("new-labeler").replaceChildren(`New personal URL of ${result.name} (shown once; the old one no longer works): `, code);
+      } else {
+        $("new-labeler").textContent = `Revoked ${result.name}'s link; their labels stay.`;
+      }
+      refresh();
+    } catch (error) {
+      $("new-labeler").textContent = `Could not ${action}: ${error.message}`;
+    }
+  }
+
   function render(s) {
     $("task").textContent = `Task: ${s.task} · labels per pair: ${s.labels_per_pair}`;
     const cards = [
@@ -64,7 +109,7 @@
       return row([
         cell(l.name), cell(l.labels, true), cell(l.skips, true), cell(l.ties, true), cell(l.undos, true),
         cell(fmt(l.labels_per_hour, 0), true), cell(fmt(l.median_seconds, 1), true),
-        cell(percent(l.model_agreement), true), cell(percent(l.peer_agreement), true), weight,
+        cell(percent(l.model_agreement), true), cell(percent(l.peer_agreement), true), weight, tokenCell(l),
       ]);
     }));
     const a = s.agreement;
@@ -97,7 +142,7 @@
     } catch (error) {
       $("fatal").hidden = false;
       $("fatal").textContent = error.status === 401 || error.status === 403
-        ? "This page needs the admin link (it ends in ?token=ADMIN_TOKEN; `rlhf serve` prints it)."
+        ? "This page needs the admin link (it ends in #token=ADMIN_TOKEN; `rlhf serve` prints it)."
         : `Could not load the statistics: ${error.message}`;
     }
   }
@@ -144,9 +189,11 @@
 
   if (!token) {
     $("fatal").hidden = false;
-    $("fatal").textContent = "This page needs the admin link (it ends in ?token=ADMIN_TOKEN; `rlhf serve` prints it).";
+    $("fatal").textContent = "This page needs the admin link (it ends in #token=ADMIN_TOKEN; `rlhf serve` prints it).";
   } else {
-    api("POST", "/api/session").catch(() => {});
+    const session = () => api("POST", "/api/session").catch(() => {});
+    session();
+    setInterval(session, 30 * 60 * 1000); // the clip cookie lasts 12 hours (feedback_ui/sessions.py)
     refresh();
     setInterval(refresh, 5000);
   }

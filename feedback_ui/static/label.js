@@ -8,8 +8,10 @@
   const videos = [$("left-video"), $("right-video")];
   const state = { pair: null, ready: false, shownAt: 0, busy: false, labelsDone: null, emptyTimer: null, prefetched: new Set() };
 
-  const params = new URLSearchParams(location.search);
-  let token = params.get("token");
+  // The personal link carries the token in its fragment (#token=...), which the browser never sends to a server,
+  // so it stays out of server and proxy logs; links of older versions carry it as ?token=..., which still works.
+  const SESSION_REFRESH_MS = 30 * 60 * 1000; // the clip cookie lasts 12 hours (feedback_ui/sessions.py)
+  let token = new URLSearchParams(location.hash.slice(1)).get("token") || new URLSearchParams(location.search).get("token");
   if (token) {
     sessionStorage.setItem("rlhf_token", token);
     history.replaceState(null, "", location.pathname); // keep the token out of the address bar and history
@@ -281,12 +283,13 @@
   videos.forEach((v) => v.addEventListener("ended", onEnded));
 
   async function start() {
-    if (!token) return fatal("This page needs your personal labeling link (it ends in ?token=...). Ask the admin for it.");
+    if (!token) return fatal("This page needs your personal labeling link (it ends in #token=...). Ask the admin for it.");
     try {
-      await api("POST", "/api/session");
+      await api("POST", "/api/session"); // the cookie the clips are fetched with
     } catch (error) {
       return handle(error);
     }
+    setInterval(() => api("POST", "/api/session").catch(handle), SESSION_REFRESH_MS);
     $("undo").disabled = false;
     refreshProgress();
     setInterval(refreshProgress, 3000);

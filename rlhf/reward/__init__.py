@@ -21,6 +21,7 @@ from rlhf.reward.trainer import (
     smooth_targets,
     train_reward_model,
     validation_mask,
+    warn_if_unmeasured,
 )
 from rlhf.reward.wrapper import LearnedReward, LearnedRewardVecEnv, PPORewardFn, as_ppo_reward_fn
 
@@ -49,4 +50,5 @@ __all__ = [
     "smooth_targets",
     "train_reward_model",
     "validation_mask",
+    "warn_if_unmeasured",
 ]

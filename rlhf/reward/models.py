@@ -34,7 +34,7 @@ import torch
 from einops import pack, rearrange, unpack
 from torch import Tensor, nn
 
-from baselines.common.errors import ConfigError, check
+from baselines.common.errors import ConfigError, check, check_hidden_sizes
 
 Activation = Literal["leaky_relu", "tanh"]
 
@@ -81,7 +81,7 @@ class RewardModelConfig:
             self.kind in ("mlp", "transformer"), f"reward model kind must be 'mlp' or 'transformer', not {self.kind!r}"
         )
         check(self.feature_dim >= 1, f"feature_dim must be at least 1, got {self.feature_dim}")
-        check(all(size >= 1 for size in self.hidden_sizes), f"hidden sizes must be positive, got {self.hidden_sizes}")
+        check_hidden_sizes(self.hidden_sizes, inputs=self.feature_dim, what="reward model hidden sizes")
         check(
             self.activation in ("leaky_relu", "tanh"), f"activation must be leaky_relu or tanh, not {self.activation}"
         )

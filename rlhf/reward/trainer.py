@@ -14,6 +14,7 @@ a label held out in one round stays held out in the next and validation numbers 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -223,6 +224,18 @@ def train_reward_model(
     """
     with _torch_threads(config.torch_threads):
         return _train(model, data, config, rng, label_filter, l2)
+
+
+def warn_if_unmeasured(val_accuracy: float | None, command: str) -> None:
+    """Warn on stderr when training gave no validation accuracy (NaN): no held-out label says which segment is
+    better (every held-out label a tie, or too few labels to hold any out), so nothing measured the model."""
+    if val_accuracy is not None and math.isnan(val_accuracy):
+        print(
+            f"{command}: warning: reward_model_accuracy is NaN: no held-out label prefers one segment (all ties, "
+            "or too few labels to hold some out), so the reward model's accuracy was not measured",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _train(

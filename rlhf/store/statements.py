@@ -12,6 +12,7 @@ import hashlib
 import io
 import math
 import re
+import unicodedata
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -312,9 +313,19 @@ def check_answer(choice: str, seconds_taken: float, key: str | None) -> None:
     check_key(key)
 
 
+_UNSHOWABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+"""Unicode categories refused in labeler names: controls, format characters (bidi overrides, zero-width ones),
+lone surrogates and line separators, which would garble or disguise a name on the admin page and in exports."""
+
+
 def check_labeler_name(name: str) -> None:
     if not name.strip() or len(name) > 200:
         raise StoreError(f"labeler names are 1-200 characters and not blank, got {name!r}")
+    bad = next((char for char in name if unicodedata.category(char) in _UNSHOWABLE), None)
+    if bad is not None:
+        raise StoreError(
+            f"labeler names cannot hold control, format or bidi characters; {name!r} holds U+{ord(bad):04X}"
+        )
 
 
 def chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

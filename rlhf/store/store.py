@@ -365,6 +365,17 @@ class PreferenceStore(LabelerQualityMethods):
             raise UnknownQueryError(f"unknown query id {query_id} in the store at {self.url}")
         return sql.query_from_row(row)
 
+    def get_queries(self, query_ids: Sequence[int]) -> dict[int, Query]:
+        """The stored queries among ``query_ids``, by id (one statement per 500 ids; unknown ids are left out)."""
+        wanted = sorted(set(query_ids))
+        found: dict[int, Query] = {}
+        with self._transaction() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(select(queries_table).where(queries_table.c.id.in_(chunk))):
+                    found[int(row.id)] = sql.query_from_row(row)
+        return found
+
     def lease_next(self, labeler_id: int, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Query | None:
         """Lease the highest-priority query this labeler may answer now, or return None if there is none.
 
@@ -600,10 +611,43 @@ class PreferenceStore(LabelerQualityMethods):
 
     def labeler_for_token(self, token: str) -> Labeler | None:
         """The labeler whose token this is, or None."""
-        statement = select(labelers_table).where(labelers_table.c.token_hash == sql.hash_token(token))
+        return self.labeler_for_token_hash(sql.hash_token(token))
+
+    def labeler_for_token_hash(self, token_hash: str) -> Labeler | None:
+        """The labeler whose token has this hash (:func:`hash_token`), or None (revoked, rotated, never issued)."""
+        statement = select(labelers_table).where(labelers_table.c.token_hash == token_hash)
         with self._transaction() as conn:
             row = conn.execute(statement).first()
         return None if row is None else sql.labeler_from_row(row)
+
+    def revoke_token(self, name: str) -> Labeler:
+        """Remove the token of the labeler called ``name``: their URL stops working, their labels stay.
+
+        Raises:
+            UnknownLabelerError: no such labeler.
+        """
+        return self._set_token_hash(name, None)
+
+    def rotate_token(self, name: str) -> tuple[Labeler, str]:
+        """Give the labeler called ``name`` a new token (the old one stops working); returns it, shown once.
+
+        Raises:
+            UnknownLabelerError: no such labeler.
+        """
+        token = secrets.token_urlsafe(32)
+        return self._set_token_hash(name, sql.hash_token(token)), token
+
+    def _set_token_hash(self, name: str, token_hash: str | None) -> Labeler:
+        with self._transaction(write=True) as conn:
+            row = conn.execute(
+                update(labelers_table)
+                .where(labelers_table.c.name == name)
+                .values(token_hash=token_hash)
+                .returning(*labelers_table.c)
+            ).first()
+        if row is None:
+            raise UnknownLabelerError(f"no labeler named {name!r} in the store at {self.url}")
+        return sql.labeler_from_row(row)
 
     def get_labeler(self, labeler_id: int) -> Labeler:
         """The labeler record; UnknownLabelerError if there is none."""

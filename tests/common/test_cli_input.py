@@ -129,3 +129,28 @@ def test_a_damaged_study_file_is_one_line(tmp_path: Path, capsys: pytest.Capture
     (tmp_path / "study.sqlite").write_bytes(b"not a database at all, not even close")
     argv = ["tune", "dqn", "--env", "CartPole-v1", "--trials", "1", "--total-steps", "512", "--out", str(tmp_path)]
     assert "study.sqlite is not a readable study (file is not a database)" in _one_line_error(capsys, argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["ppo", "--env", "CartPole-v1", "--hidden-sizes", "100000000"], "--hidden-sizes 100000000 would build"),
+        (["dqn", "--env", "CartPole-v1", "--hidden-sizes", "100000", "100000"], "--hidden-sizes 100000 100000"),
+        (["ppo", "--env", "CartPole-v1", "--hidden-sizes", "0"], "--hidden-sizes needs positive sizes"),
+    ],
+)
+def test_networks_too_large_to_be_meant_are_refused_before_allocation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], shown: str
+) -> None:
+    err = _one_line_error(capsys, [*argv, "--total-steps", "100", "--out", str(tmp_path / "x")])
+    assert shown in err and not (tmp_path / "x").exists()
+    if "would build" in shown:
+        assert "over the limit of 50,000,000" in err
+
+
+def test_reward_models_too_large_to_be_meant_are_refused() -> None:
+    from rlhf.reward import RewardModelConfig
+
+    with pytest.raises(ConfigError, match="reward model hidden sizes 100000 100000 would build"):
+        RewardModelConfig(feature_dim=4, hidden_sizes=(100_000, 100_000))
+    assert RewardModelConfig(feature_dim=4, hidden_sizes=(1024, 1024)).hidden_sizes == (1024, 1024)

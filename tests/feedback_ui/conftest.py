@@ -50,7 +50,13 @@ def queue_pairs(store: PreferenceStore, count: int, labels_wanted: int = 1, seed
 
 
 def make_settings(workspace: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {"workspace": workspace, "admin_token": ADMIN_TOKEN, **overrides}
+    """Settings for a TestClient: its requests carry ``Host: testserver``."""
+    values: dict[str, object] = {
+        "workspace": workspace,
+        "admin_token": ADMIN_TOKEN,
+        "allowed_hosts": ("testserver",),
+        **overrides,
+    }
     return Settings.model_validate(values)
 
 

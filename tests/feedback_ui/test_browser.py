@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, Route, sync_playwright
 
 from feedback_ui.server import ServerHandle, start_server_in_background
 from rlhf.store import LabelerQuality, LoopStatus, PreferenceStore
@@ -31,11 +31,18 @@ def server(workspace: Path, store: PreferenceStore) -> Iterator[ServerHandle]:
 
 @pytest.fixture
 def page() -> Iterator[Page]:
+    """A Chromium page; the test fails if anything on it broke the service's Content-Security-Policy."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         # Tall enough that both clips are on screen: Chromium pauses muted autoplay videos that are off-screen.
-        yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        opened = browser.new_page(viewport={"width": 1280, "height": 1000})
+        violations: list[str] = []
+        opened.on(
+            "console", lambda message: violations.append(message.text) if "Content Security" in message.text else None
+        )
+        yield opened
         browser.close()
+    assert violations == []
 
 
 def _shown_pair(page: Page, previous: int | None = None) -> int:
@@ -59,7 +66,7 @@ def _labels_done(page: Page, expected: int) -> None:
 @pytest.mark.slow
 def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
     _, token = store.add_labeler("alice")
-    page.goto(f"{server.url}/?token={token}")
+    page.goto(f"{server.url}/#token={token}")
     assert "token" not in page.url  # taken out of the address bar
     query_id = _shown_pair(page)
     _labels_done(page, 0)
@@ -105,14 +112,15 @@ def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: Pref
 
 @pytest.mark.slow
 def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
-    page.goto(f"{server.url}/?token=not-a-token")
+    page.goto(f"{server.url}/#token=not-a-token")
     page.wait_for_selector("#fatal:not([hidden])")
     assert "This link is not valid" in (page.text_content("#fatal") or "")
 
     _, token = store.add_labeler("bob")
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(f"{server.url}/?token={token}")
+    page.goto(f"{server.url}/?token={token}")  # a link of an older version still works
     _shown_pair(page)
+    assert "token" not in page.url
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # no horizontal scrolling on a phone
     for name in ("Left better", "Right better", "Equally good", "Can't tell", "Undo last", "Replay"):
@@ -133,8 +141,8 @@ def test_admin_page(server: ServerHandle, store: PreferenceStore, page: Page) ->
     page.fill("#labeler-name", "carol")
     page.get_by_role("button", name="Add labeler").click()
     page.wait_for_selector("#new-labeler code")
-    assert (page.text_content("#new-labeler code") or "").startswith(f"{server.url}/?token=")
-    page.wait_for_function("document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
+    assert (page.text_content("#new-labeler code") or "").startswith(f"{server.url}/#token=")
+    page.wait_for_function("() => document.querySelector('#curves .main-svg') !== null", timeout=10_000)  # plotly drew
     # The loop's status from the store: its latest accuracy on a card, its history on the curve (x: labels).
     assert "80%" in (page.text_content("#cards") or "")
     curve = page.evaluate("(() => { const t = document.getElementById('curves').data[0]; return [t.x, t.y]; })()")
@@ -143,8 +151,45 @@ def test_admin_page(server: ServerHandle, store: PreferenceStore, page: Page) ->
     # Each labeler's agreement with the model and with peers, and the weight of their labels in training.
     headers = page.eval_on_selector_all("#labelers", "b => [...b[0].closest('table').querySelectorAll('th')]"
                                         ".map(th => th.textContent)")  # fmt: skip
-    assert headers[-3:] == ["Agreement with model", "Agreement with peers", "Weight"]
+    assert headers[-4:] == ["Agreement with model", "Agreement with peers", "Weight", "Token"]
     rows = page.eval_on_selector_all("#labelers tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
-    by_name = {row[0]: row[-3:] for row in rows}
+    by_name = {row[0]: row[-4:-1] for row in rows}
     assert by_name["dora"] == ["81%", "74%", "1.25"] and by_name["erin"] == ["–", "–", "0.00 · set by operator"]
     assert "rlhf labelers weight" in (page.text_content("main") or "")
+
+    # A new link for carol, then her access revoked (the page asks first).
+    first = store.get_labeler_by_name("carol")
+    old_token = (page.text_content("#new-labeler code") or "").rsplit("#token=", 1)[1]
+    carol = page.locator("#labelers tr", has_text="carol")
+    carol.get_by_role("button", name="New link").click()
+    page.wait_for_function("() => document.getElementById('new-labeler').textContent.startsWith('New personal URL')")
+    new_token = (page.text_content("#new-labeler code") or "").rsplit("#token=", 1)[1]
+    assert new_token != old_token and first is not None
+    assert store.labeler_for_token(old_token) is None and store.labeler_for_token(new_token) == first
+    page.once("dialog", lambda dialog: dialog.accept())
+    carol.get_by_role("button", name="Revoke").click()
+    page.wait_for_function("() => document.getElementById('new-labeler').textContent.startsWith('Revoked carol')")
+    assert store.labeler_for_token(new_token) is None
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#labelers tr')].some(r => r.cells[0].textContent === 'carol'"
+        " && r.cells[r.cells.length - 1].textContent.startsWith('revoked'))"
+    )
+
+
+@pytest.mark.slow
+def test_api_reference_works_offline(server: ServerHandle, page: Page) -> None:
+    """/docs renders Swagger UI from files of this server alone: every other host is unreachable here."""
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(f"{server.url}/docs")
+    page.wait_for_function("() => document.querySelectorAll('.opblock').length >= 10", timeout=15_000)
+    assert "/api/labels" in (page.text_content("#swagger-ui") or "")
+    assert elsewhere == []

@@ -79,7 +79,7 @@ def test_labelers_add_prints_a_personal_url(workspace: Path, capsys: pytest.Capt
     result = run_labelers_add(LabelersAddConfig(name="alice", workspace=workspace))
     printed = capsys.readouterr().out.strip()
     assert printed == f"alice: {result['url']}"
-    assert result["url"].startswith("http://127.0.0.1:8000/?token=")
+    assert result["url"].startswith("http://127.0.0.1:8000/#token=")
     token = result["url"].split("token=")[1]
     with PreferenceStore(workspace / "prefs.sqlite") as store:
         labeler = store.labeler_for_token(token)
@@ -101,7 +101,7 @@ def test_background_process_server(workspace: Path, store: PreferenceStore) -> N
         assert handle.admin_token == (workspace / ADMIN_TOKEN_FILE).read_text().strip()
         # labelers-add finds the running server's URL.
         url = run_labelers_add(LabelersAddConfig(name="bob", workspace=workspace))["url"]
-        assert url.startswith(f"{handle.url}/?token=")
+        assert url.startswith(f"{handle.url}/#token=")
     assert handle.process.returncode == 0  # SIGTERM: graceful
     assert not (workspace / "server.json").exists()
 
@@ -134,3 +134,38 @@ def test_module_entry_point_prints_one_line_errors(tmp_path: Path) -> None:
         f"feedback_ui: error: workspace {tmp_path / 'nope'} does not exist; pass the run folder of `rlhf run` "
         "(it holds prefs.sqlite)"
     ]
+
+
+def test_server_file_of_a_killed_server_is_recognised_as_stale(workspace: Path) -> None:
+    handle = start_server_in_background(workspace, port=0)
+    assert handle.process is not None
+    handle.process.kill()  # kill -9: no cleanup runs
+    handle.process.wait()
+    assert (workspace / "server.json").exists()
+    url = run_labelers_add(LabelersAddConfig(name="carol", workspace=workspace))["url"]
+    assert url.startswith("http://127.0.0.1:8000/#token=")  # not the dead server's URL
+    assert not (workspace / "server.json").exists()
+
+
+def test_a_server_leaving_keeps_the_server_file_of_another(workspace: Path) -> None:
+    first = start_server_in_background(workspace, port=0)
+    with start_server_in_background(workspace, port=0) as second:
+        first.stop()  # the first one leaves while the second, which wrote server.json last, still runs
+        assert json.loads((workspace / "server.json").read_text())["url"] == second.url
+        url = run_labelers_add(LabelersAddConfig(name="dan", workspace=workspace))["url"]
+        assert url.startswith(f"{second.url}/#token=")
+    assert not (workspace / "server.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("media", "message"),
+    [("prefs.sqlite", "is a file, not a folder of clips"), ("nowhere", "does not exist; pass the folder")],
+)
+def test_a_media_dir_that_is_no_folder_is_refused(workspace: Path, media: str, message: str) -> None:
+    command = ["serve", "--workspace", str(workspace), "--port", "0", "--media-dir", str(workspace / media)]
+    # A subprocess with a deadline: a server that accepted the folder would serve until stopped.
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", *command], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

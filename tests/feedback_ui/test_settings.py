@@ -51,6 +51,7 @@ def test_create_app_uses_the_settings_given_else_the_cached_environment_ones(
     get_settings.cache_clear()
     monkeypatch.setenv("RLHF_UI_WORKSPACE", str(workspace))
     monkeypatch.setenv("RLHF_UI_ADMIN_TOKEN", "from-env")
+    monkeypatch.setenv("RLHF_UI_ALLOWED_HOSTS", '["testserver"]')
     try:
         from_env = create_app()
         assert from_env.state.settings is get_settings() and get_settings().workspace == workspace

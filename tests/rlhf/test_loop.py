@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +254,36 @@ def test_default_reward_learning_holds_a_teacher_that_makes_mistakes(tmp_path: P
     assert min(robust_returns) > -400, robust_returns
     assert sum(r < -500 for r in plain_returns) >= 2, plain_returns
     assert sum(robust_returns) / 4 > sum(plain_returns) / 4 + 300, (robust_returns, plain_returns)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--total-steps", "2000", "--labels", "100000"],
+        ["--total-steps", "100", "--labels", "2000"],
+    ],
+)
+def test_a_label_budget_beyond_the_runs_pairs_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    start = time.perf_counter()
+    assert main(["run", "--env", "CartPole-v1", *args, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "distinct pairs of the about" in err and "lower --labels or raise --total-steps" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
+    assert time.perf_counter() - start < 10  # refused before any rollout or allocation
+
+
+def test_a_run_whose_labels_are_all_ties_warns_that_accuracy_is_unmeasured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = dataclasses.replace(
+        TINY, teacher="equal", teacher_threshold=1e9, total_steps=2048, eval_episodes=1, out=tmp_path / "r"
+    )
+    summary = run_rlhf(config)  # every answer a tie: the model trains (0.5 targets), its accuracy has no labels
+    assert summary["labels_used"] > 0 and math.isnan(summary["reward_model_accuracy"])
+    assert "warning: reward_model_accuracy is NaN: no held-out label prefers one segment" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["reward_model_accuracy"] is None
+    assert main(["export", "--workspace", str(tmp_path / "r"), "--out", str(tmp_path / "prefs")]) == 0
+    assert main(["train-reward", "--data", str(tmp_path / "prefs"), "--epochs", "2", "--out", str(tmp_path / "m")]) == 0
+    assert "rlhf train-reward: warning: reward_model_accuracy is NaN" in capsys.readouterr().err
