@@ -34,19 +34,20 @@ RATE_TARGET = 500.0
 class Connection:
     """One keep-alive HTTP/1.1 connection that sends JSON requests and reads JSON answers."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str, host: str) -> None:
         self.reader = reader
         self.writer = writer
         self.auth = f"Authorization: Bearer {token}\r\n"
+        self.host = host
 
     @classmethod
     async def open(cls, host: str, port: int, token: str) -> Connection:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer, token)
+        return cls(reader, writer, token, f"{host}:{port}")
 
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
-        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{self.auth}"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.auth}"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
         self.writer.write((head + "\r\n").encode() + payload)

@@ -109,3 +109,15 @@ def test_labeler_quality_and_operator_weights(url: str) -> None:
         assert reopened.labeler_weight_overrides() == {bob: 0.0}
         reopened.set_labeler_weight(bob, None)
         assert reopened.labeler_weight_overrides() == {} and reopened.labeler_quality()[bob].weight == 0.1
+
+
+def test_tokens_are_revoked_and_rotated_and_queries_read_by_id(url: str) -> None:
+    with scenarios.open_bound(url) as store:
+        query_ids = scenarios.add_queries(store, np.random.default_rng(0), 3, labels_wanted=1)
+        labeler_id, token = store.add_labeler("alice")
+        labeler, new_token = store.rotate_token("alice")
+        assert labeler.id == labeler_id and store.labeler_for_token(token) is None
+        assert store.labeler_for_token(new_token) == labeler
+        assert not store.revoke_token("alice").has_token and store.labeler_for_token(new_token) is None
+        found = store.get_queries([*query_ids, 10**6])
+        assert sorted(found) == sorted(query_ids) and all(found[i].id == i for i in query_ids)
