@@ -20,7 +20,15 @@ def interrupt_run(args: list[str], out: Path, after_step: int, sig: signal.Signa
     ``sig``; return the exit code. Fails if the run ends before that point (the test's budget was too small)."""
     command = [sys.executable, "-c", "import sys; from rlhf.cli import main; sys.exit(main())", *args]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    process = subprocess.Popen([*command, "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C at a terminal: SIGINT at its default, even when the tests run from a background job that ignores it
+    # (Python installs its KeyboardInterrupt handler only where SIGINT is not ignored at start).
+    process = subprocess.Popen(
+        [*command, "--out", str(out)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + timeout
     try:
         while not (logged_steps(out) and max(logged_steps(out)) > after_step and (out / "checkpoint.pt").exists()):
