@@ -73,6 +73,7 @@ _REFUSALS: dict[RefusalReason, str] = {
     "full": "pair {pair} already has the labels it wants; ask for the next pair",
     "leased": "pair {pair} is leased to another labeler; ask for the next pair",
     "not_served": "pair {pair} was not served to you; answer the pair you were shown",
+    "closed": "pair {pair} is closed: the run has finished",
 }
 """What a labeler is told when the store refuses an answer (:class:`PairUnavailableError`'s reason)."""
 

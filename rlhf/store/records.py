@@ -55,7 +55,7 @@ class IdempotencyConflictError(StoreError):
     """An idempotency key that this labeler already used for a different request."""
 
 
-RefusalReason = Literal["full", "leased", "not_served"]
+RefusalReason = Literal["full", "leased", "not_served", "closed"]
 
 
 class PairUnavailableError(StoreError):
@@ -63,7 +63,8 @@ class PairUnavailableError(StoreError):
 
     Attributes:
         reason: ``full`` (it has all the labels it wants), ``leased`` (another labeler holds its lease) or
-            ``not_served`` (the caller requires a lease, and this labeler does not hold it).
+            ``not_served`` (the caller requires a lease, and this labeler does not hold it) or ``closed`` (the run
+            that asked it has ended).
     """
 
     def __init__(self, message: str, reason: RefusalReason = "full") -> None:
@@ -404,6 +405,11 @@ class LoopStatus:
         policy_true_return: mean return of the latest evaluation, on the env's own reward.
         updated_at: Unix seconds of the store's clock when it was recorded (set by the store).
         history: the measurements so far, oldest first (kept by the store; the newest ``HISTORY_POINTS``).
+        phase: ``running`` (the policy trains), ``waiting`` (it waits for people's labels, ``--human-pace wait``)
+            or ``finished`` (the run is over: its queued pairs are closed and the final measurements are in).
+        labels_awaited: while ``waiting``, the labels still due before the policy goes on (else 0).
+        policy_clip: file name, in the clips folder, of the latest clip of the current policy (None before the
+            first); a report leaves None to keep the last one.
     """
 
     round: int
@@ -416,14 +422,24 @@ class LoopStatus:
     policy_true_return: float | None = None
     updated_at: float | None = None
     history: tuple[LoopPoint, ...] = ()
+    phase: str = "running"
+    labels_awaited: int = 0
+    policy_clip: str | None = None
 
     HISTORY_POINTS: ClassVar[int] = 1000
+    PHASES: ClassVar[tuple[str, ...]] = ("running", "waiting", "finished")
 
     def __post_init__(self) -> None:
         _check_counts(self, "round", "labels_used", "label_budget", "env_steps", "total_steps")
         _check_measures(self, "reward_val_accuracy", "reward_return_correlation", "policy_true_return", "updated_at")
+        _check_counts(self, "labels_awaited")
         if not all(isinstance(point, LoopPoint) for point in self.history):
             raise StoreError("a loop status's history holds LoopPoint records")
+        if self.phase not in self.PHASES:
+            raise StoreError(f"LoopStatus.phase must be one of {', '.join(self.PHASES)}, not {self.phase!r}")
+        clip = self.policy_clip
+        if clip is not None and (not isinstance(clip, str) or not clip or "/" in clip or "\\" in clip):
+            raise StoreError(f"LoopStatus.policy_clip must be a file name in the clips folder, not {clip!r}")
 
     def rewound(self, env_steps: int | None) -> LoopStatus:
         """This status without the history points after ``env_steps`` (None: all kept)."""
@@ -443,12 +459,13 @@ class LoopStatus:
             reward_val_accuracy=_latest(report.reward_val_accuracy, self.reward_val_accuracy),
             reward_return_correlation=_latest(report.reward_return_correlation, self.reward_return_correlation),
             policy_true_return=_latest(report.policy_true_return, self.policy_true_return),
+            policy_clip=report.policy_clip or self.policy_clip,
             updated_at=now,
             history=(*self.history, point)[-self.HISTORY_POINTS :] if measured else self.history,
         )
 
     def to_json(self) -> dict[str, Any]:
-        record = {name: getattr(self, name) for name in _STATUS_FIELDS}
+        record = {name: getattr(self, name) for name in _STATUS_FIELDS + _STATUS_FIELDS_ADDED}
         record["history"] = [[getattr(point, name) for name in _POINT_FIELDS] for point in self.history]
         return record
 
@@ -456,16 +473,20 @@ class LoopStatus:
     def from_json(cls, record: Any) -> LoopStatus:
         """The status of :meth:`to_json`'s record; StoreError names what is wrong with a malformed one."""
         try:
-            if not isinstance(record, dict) or set(record) != {*_STATUS_FIELDS, "history"}:
-                raise StoreError(f"its fields are not {', '.join(_STATUS_FIELDS)}, history")
+            # A record written before phase, labels_awaited and policy_clip existed takes their defaults.
+            required = {*_STATUS_FIELDS, "history"}
+            if not isinstance(record, dict) or not required <= set(record) <= {*required, *_STATUS_FIELDS_ADDED}:
+                raise StoreError(f"its fields are not {', '.join(_STATUS_FIELDS + _STATUS_FIELDS_ADDED)}, history")
             points = [LoopPoint(*point) for point in record["history"]]
-            return cls(**{name: record[name] for name in _STATUS_FIELDS}, history=tuple(points))
+            names = [*_STATUS_FIELDS, *(name for name in _STATUS_FIELDS_ADDED if name in record)]
+            return cls(**{name: record[name] for name in names}, history=tuple(points))
         except TypeError as error:  # a point of another length, a history that is not a list
             raise StoreError(f"a malformed loop status ({error})") from None
 
 
 _STATUS_FIELDS = ("round", "labels_used", "label_budget", "env_steps", "total_steps", "reward_val_accuracy",
                   "reward_return_correlation", "policy_true_return", "updated_at")  # fmt: skip
+_STATUS_FIELDS_ADDED = ("phase", "labels_awaited", "policy_clip")
 _POINT_FIELDS = ("env_steps", "labels_used", "reward_val_accuracy", "policy_true_return")
 
 

@@ -47,9 +47,9 @@ from rlhf.store.records import UNDO
 if TYPE_CHECKING:
     from rlhf.store.engine import Transactions
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: queries count their labels (labels_done); 3: the loop's status is a record in the meta table; 4: labeler
-quality estimates and operator weights (``rlhf_labeler_quality``)."""
+quality estimates and operator weights (``rlhf_labeler_quality``); 5: queries can be closed (``closed_at``)."""
 MAX_KEY_LENGTH = 200
 """Longest idempotency key."""
 SCHEMA_KEY = "rlhf.schema_version"
@@ -105,13 +105,15 @@ queries_table = Table(
     Column("labels_done", Integer, nullable=False, default=0, server_default="0"),
     Column("lease_labeler", Integer, ForeignKey("rlhf_labelers.id"), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
+    # Set when the run that asked the query ended before it had its labels: it is served and answered no more.
+    Column("closed_at", Float, nullable=True),
     CheckConstraint("segment_a <> segment_b", name="ck_rlhf_queries_distinct_segments"),
     CheckConstraint("labels_wanted >= 1", name="ck_rlhf_queries_labels_wanted"),
     Index("ix_rlhf_queries_lease", "lease_labeler"),
 )
 Index("ix_rlhf_queries_priority", queries_table.c.priority.desc(), queries_table.c.id)
-OPEN = queries_table.c.labels_done < queries_table.c.labels_wanted
-"""SQL predicate: the query still wants labels."""
+OPEN = and_(queries_table.c.labels_done < queries_table.c.labels_wanted, queries_table.c.closed_at.is_(None))
+"""SQL predicate: the query still wants labels (and is not closed)."""
 # The open queries in serving order: leasing walks this index and stops at the first match, however many queries
 # were answered before.
 open_index = Index(
@@ -199,7 +201,7 @@ def check_version(conn: Connection, where: str) -> None:
     stored = conn.execute(select(meta_table.c.value).where(meta_table.c.key == SCHEMA_KEY)).scalar()
     if stored is None:
         upsert(conn, meta_table, SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
-    elif json.loads(stored) in (1, 2, 3):
+    elif json.loads(stored) in (1, 2, 3, 4):
         _migrate(conn, json.loads(stored))
     elif json.loads(stored) != SCHEMA_VERSION:
         raise ConfigError(
@@ -213,15 +215,22 @@ def _migrate(conn: Connection, version: int) -> None:
     2 -> 3: the loop's status moved from the ``rlhf_status`` table to the meta table (a status record, see
     ``LoopStatus``); the old table goes, and with the version an older server refuses the store instead of
     showing no status. 3 -> 4: the ``rlhf_labeler_quality`` table, created with the others (empty: no estimate, no
-    operator weight); with the version, older code refuses the store instead of ignoring the operator's weights."""
+    operator weight); with the version, older code refuses the store instead of ignoring the operator's weights.
+    4 -> 5: queries gain ``closed_at`` (none closed), and the open-queries index leaves closed ones out; with the
+    version, older code refuses the store instead of serving closed pairs."""
     if version == 1:
         columns = {column["name"] for column in inspect(conn).get_columns(queries_table.name)}
         if "labels_done" not in columns:
             conn.execute(text(f"ALTER TABLE {queries_table.name} ADD COLUMN labels_done INTEGER NOT NULL DEFAULT 0"))
         conn.execute(update(queries_table).values(labels_done=effective_count(queries_table)))
-        open_index.create(conn, checkfirst=True)
     if version < 3:
         conn.execute(text("DROP TABLE IF EXISTS rlhf_status"))
+    if version < 5:
+        columns = {column["name"] for column in inspect(conn).get_columns(queries_table.name)}
+        if "closed_at" not in columns:
+            conn.execute(text(f"ALTER TABLE {queries_table.name} ADD COLUMN closed_at FLOAT"))
+        conn.execute(text(f"DROP INDEX IF EXISTS {open_index.name}"))  # its predicate changed
+        open_index.create(conn)
     upsert(conn, meta_table, SCHEMA_KEY, {"value": json.dumps(SCHEMA_VERSION)})
 
 

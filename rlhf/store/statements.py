@@ -92,7 +92,7 @@ CLAIM_QUERY = (
 )
 # What an answer is checked against, read with the row locked (PostgreSQL; SQLite holds the writer lock).
 LOCK_QUERY = (
-    select(_q.c.labels_done, _q.c.labels_wanted, _q.c.lease_labeler, _q.c.lease_expires_at)
+    select(_q.c.labels_done, _q.c.labels_wanted, _q.c.lease_labeler, _q.c.lease_expires_at, _q.c.closed_at)
     .where(_q.c.id == _P_QUERY)
     .with_for_update()
 )
@@ -390,7 +390,9 @@ def insert_answer(
 def check_open(locked: Row[*tuple[Any, ...]], query_id: int, labeler_id: int, now: float, require_lease: bool) -> None:
     """Refuse an answer to a query (its locked row: count and lease) that has all its labels, that another labeler
     holds a live lease on, or, with ``require_lease``, that this labeler does not hold (a lease that lapsed stays
-    theirs until another labeler takes the query)."""
+    theirs until another labeler takes the query), or that was closed."""
+    if locked.closed_at is not None:
+        raise PairUnavailableError(f"query {query_id} is closed: the run that asked it has ended", "closed")
     if int(locked.labels_done) >= int(locked.labels_wanted):
         raise PairUnavailableError(f"query {query_id} already has the labels it wants", "full")
     holder, until = locked.lease_labeler, locked.lease_expires_at

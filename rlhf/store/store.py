@@ -415,6 +415,14 @@ class PreferenceStore(LabelerQualityMethods):
             )
             return result.rowcount == 1
 
+    def close_open_queries(self) -> int:
+        """Close every query that still wants labels, because the run that asked them has ended: they are served no
+        more and answers to them are refused (``PairUnavailableError``, reason ``closed``); the labels they have
+        stay. Returns how many were closed."""
+        with self._transaction(write=True) as conn:
+            result = conn.execute(update(queries_table).where(OPEN).values(closed_at=self._clock()))
+            return int(result.rowcount)
+
     def pending_queries(self, labeler_id: int | None = None, limit: int | None = None) -> list[Query]:
         """Queries that still want labels (and that ``labeler_id`` has not answered), highest priority first.
 

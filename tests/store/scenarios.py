@@ -18,8 +18,9 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 import numpy as np
+import pytest
 
-from rlhf.store import PreferenceStore, StoreError
+from rlhf.store import PairUnavailableError, PreferenceStore, StoreError
 from tests.store.helpers import DISCRETE_ACTIONS, OBS_SHAPE, SEGMENT_LENGTH, make_segment
 
 WORKERS = 2
@@ -216,3 +217,27 @@ def concurrent_first_open_and_bind(location: str) -> None:
     with PreferenceStore(location) as store:
         binding = store.env()
         assert binding is not None and binding.env_id == "CartPole-v1"
+
+
+def closed_queries_are_neither_served_nor_answered(location: str) -> None:
+    """A run that ends closes the queries still wanting labels: none is leased or answered after that, in this
+    store or another one on the same database (another server process) whose labeler still holds a lease, and the
+    labels given before stay."""
+    with open_bound(location) as store:
+        query_ids = add_queries(store, np.random.default_rng(6), 4, labels_wanted=2)
+        alice, bob = (store.get_or_create_labeler(name).id for name in ("alice", "bob"))
+        store.add_label(query_ids[0], alice, "a", 1.0)
+        store.add_label(query_ids[0], bob, "b", 1.0)  # full: not open, so not closed
+        store.add_label(query_ids[1], alice, "tie", 1.0)  # half-way: closed with its one label
+        held = store.lease_next(bob)
+        assert held is not None and held.id != query_ids[0]
+        assert store.close_open_queries() == 3
+        assert store.close_open_queries() == 0
+        assert store.lease_next(alice) is None and store.lease_next(bob) is None
+        assert store.queue_size() == 0 and store.pending_queries() == []
+        assert [pair.choice for pair in store.effective_labels()] == ["a", "b", "tie"]
+    with open_bound(location) as other:  # a second store on the database: the lease held does not let bob answer
+        with pytest.raises(PairUnavailableError, match="closed") as refused:
+            other.add_label(held.id, bob, "a", 1.0, require_lease=True)
+        assert refused.value.reason == "closed"
+        assert other.stats().queries_pending == 0 and other.stats().queries == 4

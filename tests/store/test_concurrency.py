@@ -35,6 +35,10 @@ def test_concurrent_first_open_and_bind(tmp_path: Path) -> None:
     scenarios.concurrent_first_open_and_bind(str(tmp_path / "fresh.sqlite"))
 
 
+def test_closed_queries_are_neither_served_nor_answered(tmp_path: Path) -> None:
+    scenarios.closed_queries_are_neither_served_nor_answered(str(tmp_path / "prefs.sqlite"))
+
+
 def test_threads_sharing_one_store_object(tmp_path: Path) -> None:
     with open_store(tmp_path / "prefs.sqlite") as store:
         query_ids = scenarios.add_queries(store, np.random.default_rng(4), 40, labels_wanted=1)

@@ -114,3 +114,42 @@ def test_a_resumed_run_rewinds_the_history_to_its_checkpoint(tmp_path: Path) -> 
         status = store.record_loop_status(_report(1, 12, 300, policy_true_return=-1.0))
         assert [point.env_steps for point in status.history] == [100, 200, 300]
         assert status.history[-1].policy_true_return == -1.0
+
+
+def test_phase_awaited_labels_and_the_policy_clip_are_reported(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        assert store.record_loop_status(_report(1, 5, 100)).phase == "running"
+        waiting = store.record_loop_status(_report(1, 5, 100, phase="waiting", labels_awaited=3, policy_clip="p.mp4"))
+        assert (waiting.phase, waiting.labels_awaited, waiting.policy_clip) == ("waiting", 3, "p.mp4")
+        # Phase and awaited labels are the report's; a report without a clip keeps the last one.
+        going_on = store.record_loop_status(_report(2, 8, 200))
+        assert (going_on.phase, going_on.labels_awaited, going_on.policy_clip) == ("running", 0, "p.mp4")
+        store.record_loop_status(_report(2, 8, 300, phase="finished", policy_clip="q.mp4"))
+    with PreferenceStore(tmp_path / "prefs.sqlite") as reopened:
+        status = reopened.loop_status()
+    assert status is not None and (status.phase, status.policy_clip) == ("finished", "q.mp4")
+
+
+def test_a_status_recorded_before_the_phase_existed_reads_as_running(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "prefs.sqlite") as store:
+        store.record_loop_status(_report(1, 1, 1))
+        old = {key: value for key, value in _report(1, 1, 1).to_json().items()
+               if key not in ("phase", "labels_awaited", "policy_clip")}  # fmt: skip
+        with store._engine.begin() as conn:
+            conn.execute(update(meta_table).where(meta_table.c.key == LOOP_STATUS_KEY).values(value=json.dumps(old)))
+        status = store.loop_status()
+    assert status is not None and (status.phase, status.labels_awaited, status.policy_clip) == ("running", 0, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"phase": "paused"}, "phase"),
+        ({"labels_awaited": -1}, "labels_awaited"),
+        ({"policy_clip": "../clips/x.mp4"}, "policy_clip"),
+        ({"policy_clip": ""}, "policy_clip"),
+    ],
+)
+def test_malformed_phase_awaited_or_clip_is_refused(fields: dict[str, object], match: str) -> None:
+    with pytest.raises(StoreError, match=match):
+        LoopStatus(1, 1, 10, 1, 9, **fields)  # type: ignore[arg-type]

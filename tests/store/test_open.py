@@ -169,9 +169,33 @@ def test_a_schema_3_store_gains_the_labeler_quality_table(tmp_path: Path) -> Non
         conn.execute("DROP TABLE rlhf_labeler_quality")
         conn.execute("UPDATE rlhf_meta SET value = '3' WHERE key = 'rlhf.schema_version'")
     with PreferenceStore(path) as store:
-        assert store.get_meta("rlhf.schema_version") == SCHEMA_VERSION == 4
+        assert store.get_meta("rlhf.schema_version") == SCHEMA_VERSION
         assert [pair.choice for pair in store.effective_labels()] == ["a"]
         assert store.labeler_quality() == {} and store.labeler_weight_overrides() == {}
         store.set_labeler_weight("alice", 0.5)
     with PreferenceStore(path) as reopened:
         assert reopened.labeler_weight_overrides() == {reopened.get_or_create_labeler("alice").id: 0.5}
+
+
+def test_a_schema_4_store_gains_closable_queries_and_keeps_its_queue(tmp_path: Path) -> None:
+    # Version 4 had no closed_at and an open-queries index on the label count alone: opening it adds the column
+    # (no query closed) and rebuilds the index with the new predicate, so the queue reads the same.
+    path = tmp_path / "prefs.sqlite"
+    with open_store(path) as store:
+        _, query_ids = populate(store, np.random.default_rng(0), n_queries=3, labels_wanted=1)
+        store.add_label(query_ids[0], store.get_or_create_labeler("alice").id, "a", 1.0)
+        pending_before = [query.id for query in store.pending_queries()]
+    with sqlite3.connect(path) as conn:  # as version 4 left it
+        conn.execute("DROP INDEX ix_rlhf_queries_open")
+        conn.execute("ALTER TABLE rlhf_queries DROP COLUMN closed_at")
+        conn.execute(
+            "CREATE INDEX ix_rlhf_queries_open ON rlhf_queries (priority DESC, id) WHERE labels_done < labels_wanted"
+        )
+        conn.execute("UPDATE rlhf_meta SET value = '4' WHERE key = 'rlhf.schema_version'")
+    with PreferenceStore(path) as store:
+        assert store.get_meta("rlhf.schema_version") == SCHEMA_VERSION == 5
+        assert [query.id for query in store.pending_queries()] == pending_before == [query_ids[2], query_ids[1]]
+        assert store.close_open_queries() == 2 and store.pending_queries() == []
+    with sqlite3.connect(path) as conn:
+        index_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'ix_rlhf_queries_open'").fetchone()[0]
+    assert "closed_at IS NULL" in index_sql

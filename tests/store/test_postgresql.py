@@ -41,6 +41,7 @@ def url() -> Iterator[str]:
         scenarios.racing_retries_with_one_key_store_one_label,
         scenarios.acknowledged_labels_survive_a_killed_process,
         scenarios.concurrent_first_open_and_bind,
+        scenarios.closed_queries_are_neither_served_nor_answered,
     ],
 )
 def test_scenario(url: str, scenario: Callable[[str], None]) -> None:
