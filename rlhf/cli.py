@@ -15,7 +15,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -39,9 +39,11 @@ def run_loop(config: RLHFConfig) -> dict[str, Any]:
     from rlhf.store import PreferenceStore
 
     handle: ServerHandle | None = None
+    store_path = Path()
 
     def start_service(workspace: Path) -> None:
-        nonlocal handle
+        nonlocal handle, store_path
+        store_path = workspace / "prefs.sqlite"
         handle = start_server_in_background(workspace, config.host, config.port)
         store = PreferenceStore(workspace / "prefs.sqlite")
         try:
@@ -55,10 +57,45 @@ def run_loop(config: RLHFConfig) -> dict[str, Any]:
         print(f"more labelers: rlhf labelers add NAME --workspace {workspace}", file=sys.stderr, flush=True)
 
     try:
-        return run_rlhf(config, on_store_ready=start_service)
+        summary = run_rlhf(config, on_store_ready=start_service)
+        if handle is not None:
+            let_labelers_see_the_end(store_path)
+        return summary
     finally:
         if handle is not None:
             handle.stop()
+
+
+FINISH_GRACE_S = 10.0
+"""How long the labeling service outlives a finished run while people label: their pages (polling every few
+seconds) show that the run finished and how it ended, instead of losing the server under the labeler."""
+LABELER_ACTIVE_S = 120.0
+
+
+def let_labelers_see_the_end(store_path: Path, machines: Collection[str] = ()) -> None:
+    """Keep the service up ``FINISH_GRACE_S`` after the run if a person (a labeler not named in ``machines``)
+    labeled within ``LABELER_ACTIVE_S``."""
+    import time
+
+    from rlhf.store import PreferenceStore
+
+    store = PreferenceStore(store_path)
+    try:
+        last = store.last_label_time([labeler.id for labeler in store.labelers() if labeler.name not in machines])
+    finally:
+        store.close()
+    if last is None or time.time() - last > LABELER_ACTIVE_S:
+        return
+    print(
+        f"run finished: the labeling page shows the result; the labeling service closes in {FINISH_GRACE_S:.0f} s "
+        "(Ctrl-C closes it now)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        time.sleep(FINISH_GRACE_S)
+    except KeyboardInterrupt:
+        pass
 
 
 class Command(NamedTuple):

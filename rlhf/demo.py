@@ -21,10 +21,14 @@ import httpx
 import numpy as np
 import plotly.graph_objects as go
 
+from baselines.common.checkpoint import load_checkpoint
+from baselines.common.errors import ConfigError
 from baselines.common.report import Report, color, metric_series
 from baselines.common.runs import RunFolder, write_json
-from baselines.ppo import train_ppo
-from rlhf.loop import RLHFConfig, run_rlhf
+from baselines.ppo import PPOConfig, init_ppo, load_state, train_ppo
+from rlhf.cli import let_labelers_see_the_end
+from rlhf.loop import CLIPS_DIR, FINAL_CLIP, RLHFConfig, run_rlhf
+from rlhf.render import render_policy_clip
 from rlhf.store import PreferenceStore
 from rlhf.teachers import SimulatedTeacher, make_teacher
 
@@ -116,8 +120,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     out = config.out
     reference_dir, rlhf_dir = out / "reference", out / "rlhf"
     if out.exists() and not config.resume and any(out.iterdir()):
-        from baselines.common.errors import ConfigError
-
         raise ConfigError(f"{out} is not empty; pass --resume to continue that demo, or choose another --out")
     rlhf_config = RLHFConfig(
         env=config.env,
@@ -145,6 +147,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     handles: list[ServerHandle] = []
     labelers: list[HttpLabeler] = []
+    machine_names: set[str] = set()  # labelers that are not people
 
     def start_service(workspace: Path) -> None:
         handle = start_server_in_background(workspace, "127.0.0.1", config.port)
@@ -152,7 +155,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         store = PreferenceStore(workspace / "prefs.sqlite")
         try:
             you = labeler_url(handle.url, store.add_labeler(f"you-{len(store.labelers())}")[1])
-            token = store.add_labeler(f"simulated-{len(store.labelers())}")[1]
+            simulated = f"simulated-{len(store.labelers())}"
+            machine_names.add(simulated)
+            token = store.add_labeler(simulated)[1]
         finally:
             store.close()
         print(f"[2/4] labeling service: {handle.url}  admin: {handle.admin_url}", file=sys.stderr, flush=True)
@@ -166,6 +171,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     resume = config.resume and (rlhf_dir / "checkpoint.pt").exists()
     try:
         rlhf_summary = run_rlhf(replace(rlhf_config, resume=rlhf_dir if resume else None), on_store_ready=start_service)
+        for labeler in labelers:
+            labeler.close()
+        if handles:
+            let_labelers_see_the_end(rlhf_dir / "prefs.sqlite", machines=machine_names)
     finally:
         for labeler in labelers:
             labeler.close()
@@ -189,7 +198,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "report": str(out / "report.html"),
     }
     write_json(out / "summary.json", summary)
-    write_report(out, reference_dir, rlhf_dir, summary)
+    reference_clip = final_policy_clip(replace(rlhf_config.ppo(), out=reference_dir, resume=None), reference_dir)
+    write_report(out, reference_dir, rlhf_dir, summary, reference_clip)
     print(
         f"RLHF policy true return {summary['eval_return_mean']:.1f} with {summary['labels_used']} labels "
         f"(reference PPO on the true reward: {summary['reference_eval_return']:.1f}); report: {summary['report']}",
@@ -199,8 +209,33 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     return summary
 
 
-def write_report(out: Path, reference_dir: Path, rlhf_dir: Path, summary: dict[str, Any]) -> None:
-    """One page: true return of both policies over env steps, labels, reward-model accuracy, predicted vs true."""
+def final_policy_clip(config: PPOConfig, folder: Path) -> Path | None:
+    """The clip of a finished PPO run's final policy (its checkpoint), rendered once into FOLDER/clips as the
+    labeling page's clips are; None, with a warning, when there is no checkpoint or the env cannot be rendered."""
+    path = folder / CLIPS_DIR / FINAL_CLIP
+    if path.is_file():
+        return path
+    if not (folder / "checkpoint.pt").is_file():
+        print(f"no clip of the policy in {folder}: it has no checkpoint", file=sys.stderr, flush=True)
+        return None
+    state = init_ppo(config)
+    try:
+        load_state(state, load_checkpoint(folder / "checkpoint.pt"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        render_policy_clip(state.policy(), config.env, path, config.seed)
+    except ConfigError as error:
+        print(f"no clip of the policy in {folder}: {error}", file=sys.stderr, flush=True)
+        return None
+    finally:
+        state.envs.close()
+    return path
+
+
+def write_report(
+    out: Path, reference_dir: Path, rlhf_dir: Path, summary: dict[str, Any], reference_clip: Path | None = None
+) -> None:
+    """One page: both final policies as clips, true return of both over env steps, labels, reward-model accuracy,
+    predicted vs true returns."""
     reference_rows = RunFolder(reference_dir).read_metrics()
     rlhf_rows = RunFolder(rlhf_dir).read_metrics()
 
@@ -208,6 +243,11 @@ def write_report(out: Path, reference_dir: Path, rlhf_dir: Path, summary: dict[s
         f"RLHF demo on {summary['env_id']}",
         f"RLHF PPO reached a true return of {summary['eval_return_mean']:.1f} from {summary['labels_used']} labels "
         f"given through the labeling service; PPO on the true reward reached {summary['reference_eval_return']:.1f}.",
+    )
+    clips = [] if reference_clip is None else [(reference_clip, "PPO on the true reward (the reference)")]
+    report.videos(
+        [*clips, (rlhf_dir / CLIPS_DIR / FINAL_CLIP, "RLHF PPO, taught by the labels")],
+        "Final policies, first evaluation episode (the clips are rendered as the labeling page's are).",
     )
     fig = go.Figure()
     for i, (name, rows) in enumerate([("PPO on the true reward", reference_rows), ("RLHF PPO", rlhf_rows)]):

@@ -31,7 +31,7 @@ from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, nex
 from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
 from rlhf.labelers import estimate_labeler_quality, label_weights
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
-from rlhf.render import render_segments
+from rlhf.render import render_policy_clip, render_segments
 from rlhf.reward import (
     LearnedReward,
     PreferenceData,
@@ -62,6 +62,9 @@ from rlhf.store import LoopStatus, PreferenceStore
 from rlhf.teachers import SimulatedTeacher, make_teacher
 
 STATUS_EVERY_S = 2.0  # the labeling service's view of the run's progress is at most this old between measurements
+HUMAN_POLL_S = 0.5  # how often a loop waiting for people's labels looks at the store
+CLIPS_DIR = "clips"  # the run's clips (the labeling service's media dir): segment clips and policy clips
+FINAL_CLIP = "policy-final.mp4"  # the final policy's clip, in the clips folder
 TeacherName = Literal["oracle", "noisy", "myopic", "mistake", "skip", "equal", "human"]
 
 # Per-env settings of the loop (segment_length, label_phase, reward_inputs, ending_pair_share; chosen on tuning
@@ -147,8 +150,12 @@ class RLHFConfig:
     reward_regularization: Literal["weight-decay", "adaptive-l2"] = "weight-decay"
     """weight-decay: AdamW's fixed decoupled decay (1e-2); adaptive-l2: Christiano et al.'s L2 penalty, its
     coefficient moved each epoch to keep the held-out loss between 1.1 and 1.5 times the training loss."""
+    human_pace: Literal["wait", "continue"] = "wait"
+    """--teacher human: wait: at each label round the policy waits until that round's labels are in (the page and
+    the terminal say how many are awaited), so it never outruns its labelers; continue: PPO goes on with the
+    reward model it has, retrained as labels come in."""
     human_retrain_labels: int = 10
-    """--teacher human: retrain the reward model each time this many new labels are in."""
+    """--teacher human: also retrain the reward model each time this many new labels are in (between rounds)."""
     host: str = "127.0.0.1"
     """--teacher human: address of the labeling service."""
     port: int = 8000
@@ -175,6 +182,7 @@ class RLHFConfig:
         "label_filter": "none",
         "reward_warm_start": False,
         "reward_regularization": "weight-decay",
+        "human_pace": "continue",
     }
     """What a run saved before these fields existed did (``--resume`` keeps it: the same experiment)."""
 
@@ -220,6 +228,8 @@ class RLHFConfig:
 
     def validate(self) -> None:
         check(self.labels > 0, f"--labels must be positive (the label budget), got {self.labels}")
+        pace = self.human_pace
+        check(pace in ("wait", "continue"), f"--human-pace must be wait or continue, got {pace!r}")
         rate = self.random_answer_rate
         check(0.0 <= rate < 0.5, f"--random-answer-rate must be in [0, 0.5) (0.5: every answer random), got {rate}")
         check(self.total_steps > 0, f"--total-steps must be positive, got {self.total_steps}")
@@ -353,7 +363,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     """
     resuming = config.resume is not None
     if resuming:  # the labeling service's address may change; the experiment may not
-        cfg = resolve_resume(config, extra_resumable={"host", "port", "human_retrain_labels"})
+        cfg = resolve_resume(config, extra_resumable={"host", "port", "human_retrain_labels", "human_pace"})
     else:
         cfg = dataclasses.replace(config, out=config.out or default_run_dir("run", config.env))
     cfg.validate()
@@ -437,6 +447,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     eval_returns = np.zeros(0)
     metrics_last: dict[str, float] = {}
     next_status = 0.0
+    loop_clip: str | None = None
     try:
         with MetricsLogger(folder, cfg, cfg.track) as logger, progress_bar(cfg.total_steps, f"rlhf {cfg.env}") as bar:
             bar.update(state.global_step)
@@ -462,7 +473,14 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     )
                 retrain = wanted > 0
                 if cfg.human:
-                    retrain = _wait_for_human_labels(cfg, store, loop, schedule[0])
+                    # --human-pace wait: pairs still open are a round's (or, resumed, the interrupted round's).
+                    paced = cfg.human_pace == "wait" and store.open_label_count() > 0
+                    if "labels/queued" in metrics or (paced and loop_clip is None):  # what the policy does now
+                        loop_clip = _policy_clip(state, cfg, f"policy-{state.global_step:08d}.mp4") or loop_clip
+                    if paced:
+                        _save(out, state, learned_reward, loop)  # --resume goes on from here
+                        _wait_for_round(cfg, store, state.global_step, loop, loop_clip, bar)
+                    retrain = _human_retrain_due(cfg, store, loop, schedule[0], paced)
                 if retrain:
                     data = _preference_data(store, segments, action_space, model, trained=bool(loop.history))
                     loop.labels_used = loop.trained_on = 0 if data is None else len(data.targets)
@@ -519,6 +537,14 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                 bar.set_postfix(labels=loop.labels_used, refresh=False)
         if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
             eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
+        final_clip = _policy_clip(state, cfg, FINAL_CLIP)
+        # The run is over: pairs nobody answered are served no more, and the page says how it ended.
+        closed = store.close_open_queries()
+        final = LoopStatus(loop.round, loop.labels_used, cfg.labels, state.global_step, cfg.total_steps,
+                           phase="finished", policy_clip=final_clip)  # fmt: skip
+        store.record_loop_status(final)
+        if closed and cfg.human:
+            print(f"run finished: {closed} queued pairs nobody answered were closed", file=sys.stderr, flush=True)
     finally:
         envs.close()
         store.close()
@@ -544,7 +570,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         "reward_model": cfg.reward_model,
     }
     folder.write_summary(summary)
-    write_report(folder, summary, model, list(pool.segments), action_space)
+    write_report(folder, summary, model, list(pool.segments), action_space, out / CLIPS_DIR / FINAL_CLIP)
     return summary
 
 
@@ -580,7 +606,7 @@ def _label_round(
     if teacher is None:
         unrendered = [s for pair in chosen for s in pair if store.get_clip_path(s.id) is None]
         assert cfg.out is not None
-        render_segments(store, list({s.id: s for s in unrendered}.values()), cfg.out / "clips", env_id=cfg.env)
+        render_segments(store, list({s.id: s for s in unrendered}.values()), cfg.out / CLIPS_DIR, env_id=cfg.env)
     store.add_queries(
         [(a.id, b.id) for a, b in chosen],
         priorities.tolist(),
@@ -602,24 +628,76 @@ def _label_round(
     return {"labels/round": float(answered)}
 
 
-def _wait_for_human_labels(cfg: RLHFConfig, store: PreferenceStore, loop: LoopState, first_round: int) -> bool:
-    """Whether enough new human labels are in to retrain; before the first model, wait for them (PPO on an
-    untrained reward would learn noise)."""
+def _wait_for_round(
+    cfg: RLHFConfig, store: PreferenceStore, env_steps: int, loop: LoopState, clip: str | None, bar: Any
+) -> None:
+    """``--human-pace wait``: block until the queued pairs have their labels (skips count as answers), telling
+    the labeling page (loop status ``waiting``, with the count) and the terminal how many are still due.
+
+    Ctrl-C here leaves the pairs queued in the store and a checkpoint saved just before: ``--resume`` waits for
+    the rest of them, and a labeler's answers given meanwhile count.
+    """
+    awaited = store.open_label_count()
+    if awaited == 0:
+        return
+    print(
+        f"round {loop.round}: waiting for {awaited} labels from the labeling page ({loop.labels_used} of "
+        f"{cfg.labels} in so far) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    shown = -1
+    while awaited > 0:
+        if awaited != shown:
+            status = LoopStatus(loop.round, loop.labels_used, cfg.labels, env_steps, cfg.total_steps,
+                                phase="waiting", labels_awaited=awaited, policy_clip=clip)  # fmt: skip
+            store.record_loop_status(status)
+            bar.set_postfix(waiting_for=awaited, refresh=True)
+            shown = awaited
+        time.sleep(HUMAN_POLL_S)
+        awaited = store.open_label_count()
+    store.record_loop_status(LoopStatus(loop.round, loop.labels_used, cfg.labels, env_steps, cfg.total_steps))
+    bar.set_postfix(labels=loop.labels_used, refresh=False)
+
+
+def _human_retrain_due(cfg: RLHFConfig, store: PreferenceStore, loop: LoopState, first_round: int, paced: bool) -> bool:
+    """Whether to retrain on people's labels now.
+
+    After a round waited for (``paced``): when any new label came in. Otherwise each ``human_retrain_labels`` new
+    labels, and the last ones of the budget. With ``--human-pace continue``, before the first model, wait for the
+    first labels (PPO on an untrained reward would learn noise); with ``wait`` the rounds already did.
+    """
     needed = min(cfg.human_retrain_labels, first_round)
     announced = False
     while True:
         count = sum(1 for p in store.effective_labels() if p.choice != "skip")
         loop.labels_used = count
-        if loop.trained_on == 0 and count >= needed:
-            return True
-        if loop.trained_on > 0:
+        if paced:
+            return count > loop.trained_on
+        if loop.trained_on > 0 or cfg.human_pace == "wait":
             return count - loop.trained_on >= cfg.human_retrain_labels or (
-                count > loop.trained_on and count >= cfg.labels
+                count > loop.trained_on and (count >= cfg.labels or loop.trained_on == 0)
             )
+        if count >= needed:
+            return True
         if not announced:
             print(f"waiting for the first {needed} labels from the labeling page ...", file=sys.stderr, flush=True)
             announced = True
-        time.sleep(0.5)
+        time.sleep(HUMAN_POLL_S)
+
+
+def _policy_clip(state: PPOState, cfg: RLHFConfig, name: str) -> str | None:
+    """Render one episode of the current policy into the run's clips folder (the labeling service's media dir);
+    its file name, or None with a warning when the env cannot be rendered (the run goes on without a clip)."""
+    assert cfg.out is not None
+    folder = cfg.out / CLIPS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        render_policy_clip(state.policy(), cfg.env, folder / name, cfg.seed)
+    except ConfigError as error:
+        print(f"no clip of the policy: {error}", file=sys.stderr, flush=True)
+        return None
+    return name
 
 
 def _warm_start(model: Any, segments: list[Segment], action_space: Any, rng: np.random.Generator) -> float:
@@ -655,9 +733,15 @@ def _save(out: Path, state: PPOState, learned_reward: LearnedReward, loop: LoopS
 
 
 def write_report(
-    folder: RunFolder, summary: dict[str, Any], model: Any, segments: list[Segment], action_space: Any
+    folder: RunFolder,
+    summary: dict[str, Any],
+    model: Any,
+    segments: list[Segment],
+    action_space: Any,
+    policy_clip: Path | None = None,
 ) -> None:
-    """True return over env steps, labels over time, reward-model accuracy per round, predicted vs true returns."""
+    """The final policy's clip beside its true return over env steps, labels over time, reward-model accuracy
+    per round, training labels per round, predicted vs true returns."""
     rows = folder.read_metrics()
     report = Report(
         f"RLHF on {summary['env_id']}",
@@ -666,6 +750,9 @@ def write_report(
         f"{summary['wall_seconds']:.1f} s. Final true eval return {summary['eval_return_mean']}.",
     )
 
+    if policy_clip is not None:
+        report.videos([(policy_clip, f"the final policy, first evaluation episode (true return of the "
+                                     f"evaluation: {summary['eval_return_mean']})")])  # fmt: skip
     report.returns_figure(rows, "True return of the RLHF policy (training rollouts; evaluations)")
     xs, ys = metric_series(rows, "labels/total")
     report.figure(go.Figure(go.Scatter(x=xs, y=ys, mode="lines")).update_layout(

@@ -315,3 +315,51 @@ def render_segments(
         return [render(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(render, jobs))
+
+
+POLICY_CLIP_STEPS = 300
+"""Most steps of a policy clip (:func:`render_policy_clip`): 6-10 s at the classic-control envs' frame rates."""
+
+
+def render_policy_clip(
+    act: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    path: str | os.PathLike[str],
+    seed: int,
+    max_steps: int = POLICY_CLIP_STEPS,
+    max_width: int | None = 320,
+) -> RenderedClip:
+    """Play one episode of a policy and encode it as the labeling page's clips are (:func:`render_clip`).
+
+    The env renders each step live (``rgb_array``), so any env that renders works, not only those whose frames
+    :func:`frames_from_obs` rebuilds. The episode is the first evaluation episode of a run with ``seed``
+    (``evaluate_policy``'s seeding), cut at ``max_steps``.
+
+    Args:
+        act: a batch of observations ``(1, *obs_shape)`` -> env actions ``(1, ...)`` (e.g. ``PPOState.policy()``).
+        env_id: gymnasium id.
+        path: output ``.mp4``; its folder must exist.
+        seed: the run's seed.
+        max_steps: most frames.
+        max_width: see :func:`render_clip`.
+
+    Raises:
+        ConfigError: the env cannot render ``rgb_array`` frames, or ffmpeg failed.
+    """
+    from baselines.common.evaluation import EVAL_SEED_OFFSET
+
+    env = gym.make(env_id, render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)
+        frames = []
+        for _ in range(max_steps):
+            frame = env.render()
+            if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+                raise ConfigError(f"{env_id} renders no rgb_array frames; its policy cannot be shown as a clip")
+            frames.append(np.asarray(frame, dtype=np.uint8))
+            obs, _, terminated, truncated, _ = env.step(act(np.asarray(obs)[None])[0])
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    return render_clip(np.stack(frames), len(frames), path, env_fps(env_id), max_width)

@@ -6,6 +6,7 @@ No CDN: the page must open on an offline machine. plotly is imported where a fig
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -118,6 +119,24 @@ class Report:
     def figure(self, fig: go.Figure, caption: str = "") -> None:
         fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50})
         self._parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+        if caption:
+            self._parts.append(f"<p class='caption'>{html.escape(caption)}</p>")
+
+    def videos(self, clips: Sequence[tuple[Path, str]], caption: str = "") -> None:
+        """MP4 clips side by side, each with its label, inlined (data URIs) so the report stays one file that
+        plays offline; a clip file that is missing is named instead."""
+        cells = []
+        for path, label in clips:
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                media = (
+                    "<video controls loop muted playsinline preload='auto' style='max-width:100%' "
+                    f"src='data:video/mp4;base64,{data}'></video>"
+                )
+            else:
+                media = f"<p>(clip {html.escape(path.name)} is missing)</p>"
+            cells.append(f"<figure style='margin:0'>{media}<figcaption>{html.escape(label)}</figcaption></figure>")
+        self._parts.append(f"<div style='display:flex;gap:1em;flex-wrap:wrap'>{''.join(cells)}</div>")
         if caption:
             self._parts.append(f"<p class='caption'>{html.escape(caption)}</p>")
 

@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -422,6 +422,22 @@ class PreferenceStore(LabelerQualityMethods):
         with self._transaction(write=True) as conn:
             result = conn.execute(update(queries_table).where(OPEN).values(closed_at=self._clock()))
             return int(result.rowcount)
+
+    def open_label_count(self) -> int:
+        """Labels the open queries still want, in all (a query wanting 2 with 1 in counts 1)."""
+        wanted = func.coalesce(func.sum(queries_table.c.labels_wanted - queries_table.c.labels_done), 0)
+        with self._transaction() as conn:
+            return int(conn.execute(select(wanted).where(OPEN)).scalar_one())
+
+    def last_label_time(self, labeler_ids: Collection[int] | None = None) -> float | None:
+        """When the newest label (or undo) was recorded, of these labelers (None: anyone), in the store's clock;
+        None before the first."""
+        statement = select(func.max(labels_table.c.created_at))
+        if labeler_ids is not None:
+            statement = statement.where(labels_table.c.labeler_id.in_(sorted(labeler_ids)))
+        with self._transaction() as conn:
+            latest = conn.execute(statement).scalar()
+        return None if latest is None else float(latest)
 
     def pending_queries(self, labeler_id: int | None = None, limit: int | None = None) -> list[Query]:
         """Queries that still want labels (and that ``labeler_id`` has not answered), highest priority first.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -30,6 +32,10 @@ def test_demo_with_tiny_budgets(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert json.loads((out / run / "summary.json").read_text())["env_steps"] >= 8192
     page = (out / "report.html").read_text()
     assert "True return over env steps" in page and "reference/report.html" in page and "Predicted vs true" in page
+    # Both final policies as MP4 clips, inlined: the reference's and the RLHF policy's.
+    clips = re.findall(r"src='data:video/mp4;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(clips) == 2 and all(base64.b64decode(clip)[4:8] == b"ftyp" for clip in clips)
+    assert (out / "reference" / "clips" / "policy-final.mp4").is_file()
     err = capsys.readouterr().err
     assert "labeling service: http://127.0.0.1:" in err and "label alongside here: http" in err
     # The service was stopped: nothing listens on its port (SO_REUSEADDR ignores TIME_WAIT, not a listener).

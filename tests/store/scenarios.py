@@ -229,12 +229,14 @@ def closed_queries_are_neither_served_nor_answered(location: str) -> None:
         store.add_label(query_ids[0], alice, "a", 1.0)
         store.add_label(query_ids[0], bob, "b", 1.0)  # full: not open, so not closed
         store.add_label(query_ids[1], alice, "tie", 1.0)  # half-way: closed with its one label
+        assert store.open_label_count() == 1 + 2 + 2
+        assert store.last_label_time() is not None
         held = store.lease_next(bob)
         assert held is not None and held.id != query_ids[0]
         assert store.close_open_queries() == 3
         assert store.close_open_queries() == 0
         assert store.lease_next(alice) is None and store.lease_next(bob) is None
-        assert store.queue_size() == 0 and store.pending_queries() == []
+        assert store.queue_size() == 0 and store.pending_queries() == [] and store.open_label_count() == 0
         assert [pair.choice for pair in store.effective_labels()] == ["a", "b", "tie"]
     with open_bound(location) as other:  # a second store on the database: the lease held does not let bob answer
         with pytest.raises(PairUnavailableError, match="closed") as refused:
