@@ -401,7 +401,9 @@ class LabelingService:
             updated_at=status.updated_at,
             phase=cast(Phase, status.phase),
             labels_awaited=status.labels_awaited,
-            policy_clip_url=None if clip is None or self.clip_file(clip) is None else MEDIA_PREFIX + quote(clip, safe=""),
+            policy_clip_url=None
+            if clip is None or self.clip_file(clip) is None
+            else MEDIA_PREFIX + quote(clip, safe=""),
         )
 
     def progress(self, labeler: Labeler) -> ProgressPublic:
