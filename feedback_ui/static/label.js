@@ -307,8 +307,9 @@
     $("loop-accuracy").textContent = p.loop.reward_val_accuracy == null ? "–" : fmt(100 * p.loop.reward_val_accuracy, 0, "%");
     $("loop-return").textContent = fmt(p.loop.policy_true_return, 1);
     const waiting = p.loop.phase === "waiting";
+    const banner = `The agent is waiting for your labels: ${p.loop.labels_awaited} to go`;
     $("waiting").hidden = !waiting;
-    if (waiting) $("waiting").textContent = `The agent is waiting for your labels: ${p.loop.labels_awaited} to go`;
+    if (waiting && $("waiting").textContent !== banner) $("waiting").textContent = banner; // announced on change only
     $("show-agent").disabled = !p.loop.policy_clip_url;
     if (p.loop.phase === "finished") finish(p);
   }
