@@ -321,3 +321,22 @@ def test_clips_with_a_long_episode_play_at_the_chosen_speed(
         assert _rates(page) == [1.0, 1.0]
         assert page.text_content("#speed-note") == ""
         assert page.eval_on_selector_all("#pair .end-mark", "ms => ms.map(m => m.hidden)") == [True, False]
+
+
+@NEEDS_CHROMIUM
+@pytest.mark.slow
+def test_the_admin_page_shows_the_phase(server: ServerHandle, store: PreferenceStore, page: Page) -> None:
+    page.goto(server.admin_url)
+    run_card = page.locator("#cards .card", has_text="Run")
+    run_card.wait_for(timeout=10_000)
+    assert run_card.locator("b").text_content() == "running"
+    store.record_loop_status(LoopStatus(1, 5, 20, 2048, 20_000, phase="waiting", labels_awaited=3))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#cards .card b')].some(b => b.textContent === 'waiting for 3 labels')",
+        timeout=10_000,
+    )
+    store.record_loop_status(FINISHED)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#cards .card b')].some(b => b.textContent === 'finished')",
+        timeout=10_000,
+    )
