@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 Side = Literal["left", "right", "tie", "skip"]
 """A screen answer: left clip better, right clip better, equally good, can't tell."""
 
+Phase = Literal["running", "waiting", "finished"]
+"""What the RLHF loop does: trains the policy, waits for people's labels, or is over."""
+
 _KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 
 
@@ -96,8 +99,6 @@ class UndoPublic(BaseModel):
 class LoopStatusPublic(BaseModel):
     """What the RLHF loop last reported (:class:`rlhf.store.LoopStatus`; None where not known yet)."""
 
-    model_config = ConfigDict(from_attributes=True)
-
     round: int | None = Field(default=None, description="label rounds done")
     labels_used: int | None = Field(default=None, description="labels the reward model is trained on")
     label_budget: int | None = Field(default=None, description="labels the run asks for in all")
@@ -109,6 +110,17 @@ class LoopStatusPublic(BaseModel):
     )
     policy_true_return: float | None = Field(default=None, description="latest evaluation return, env reward")
     updated_at: float | None = Field(default=None, description="Unix seconds of the loop's latest report")
+    phase: Phase | None = Field(
+        default=None,
+        description="running (the policy trains), waiting (for people's labels) or finished (the run is over; its "
+        "queued pairs are closed)",
+    )
+    labels_awaited: int | None = Field(
+        default=None, description="while waiting: labels still due before the policy goes on (else 0)"
+    )
+    policy_clip_url: str | None = Field(
+        default=None, description="URL of the latest clip of the current policy; None before the first or if missing"
+    )
 
 
 class ProgressPublic(BaseModel):

@@ -21,7 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import quote
 
 from feedback_ui.agreement import agreement
 from feedback_ui.schemas import (
@@ -34,6 +35,7 @@ from feedback_ui.schemas import (
     LoopStatusPublic,
     PairPublic,
     PairwiseAgreementPublic,
+    Phase,
     ProgressPublic,
     Side,
 )
@@ -381,10 +383,28 @@ class LabelingService:
 
     # ----------------------------------------------------------------------------------------- progress
 
-    @staticmethod
-    def _loop_public(status: LoopStatus | None) -> LoopStatusPublic:
-        """What the RLHF loop last reported to the store (all None before its first report)."""
-        return LoopStatusPublic() if status is None else LoopStatusPublic.model_validate(status)
+    def _loop_public(self, status: LoopStatus | None) -> LoopStatusPublic:
+        """What the RLHF loop last reported to the store (all None before its first report). The policy clip is
+        given as a URL only when its file lies in the media dir (the same checks as ``/media/NAME``)."""
+        if status is None:
+            return LoopStatusPublic()
+        clip = status.policy_clip
+        return LoopStatusPublic(
+            round=status.round,
+            labels_used=status.labels_used,
+            label_budget=status.label_budget,
+            env_steps=status.env_steps,
+            total_steps=status.total_steps,
+            reward_val_accuracy=status.reward_val_accuracy,
+            reward_return_correlation=status.reward_return_correlation,
+            policy_true_return=status.policy_true_return,
+            updated_at=status.updated_at,
+            phase=cast(Phase, status.phase),
+            labels_awaited=status.labels_awaited,
+            policy_clip_url=None
+            if clip is None or self.clip_file(clip) is None
+            else MEDIA_PREFIX + quote(clip, safe=""),
+        )
 
     def progress(self, labeler: Labeler) -> ProgressPublic:
         """The labeler's counts and the loop's status, at most ``PROGRESS_TTL_S`` old.

@@ -86,11 +86,18 @@
     }
   }
 
+  // What the loop does now: trains, waits for people's labels (and how many), or is over.
+  function phase(loop) {
+    if (loop.phase === "waiting") return `waiting for ${loop.labels_awaited} label${loop.labels_awaited === 1 ? "" : "s"}`;
+    return loop.phase ?? "–";
+  }
+
   function render(s) {
     $("task").textContent = `Task: ${s.task} · labels per pair: ${s.labels_per_pair}`;
     const cards = [
       ["Labels", s.store.labels], ["Undone", s.store.labels_voided], ["Pairs waiting", s.store.queries_pending],
-      ["Pairs leased", s.store.queries_leased], ["Segments", s.store.segments], ["Round", s.loop.round ?? "–"],
+      ["Pairs leased", s.store.queries_leased], ["Segments", s.store.segments], ["Run", phase(s.loop)],
+      ["Round", s.loop.round ?? "–"],
       ["Reward-model accuracy", s.loop.reward_val_accuracy == null ? "–" : `${fmt(100 * s.loop.reward_val_accuracy, 0)}%`],
       ["Policy return", fmt(s.loop.policy_true_return, 1)],
     ];

@@ -1,8 +1,9 @@
-"""Fixtures: a workspace of real CartPole segments with rendered clips (built once, copied per test), and a
-FastAPI TestClient over a real SQLite file."""
+"""Fixtures: a workspace of real CartPole segments with rendered clips (built once, copied per test), a FastAPI
+TestClient over a real SQLite file, and a page in Debian's Chromium (headless, driven by Playwright)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Page, sync_playwright
 
 from feedback_ui.app import create_app
 from feedback_ui.settings import Settings
@@ -68,3 +70,42 @@ def client(workspace: Path) -> Iterator[TestClient]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (apt-get install chromium); CI installs it",
+)
+"""Mark of the browser tests' modules (``pytestmark = NEEDS_CHROMIUM``)."""
+LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A Chromium page; the test fails if anything on it broke the service's Content-Security-Policy."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        # Tall enough that both clips are on screen: Chromium pauses muted autoplay videos that are off-screen.
+        opened = browser.new_page(viewport={"width": 1280, "height": 1000})
+        violations: list[str] = []
+        opened.on(
+            "console", lambda message: violations.append(message.text) if "Content Security" in message.text else None
+        )
+        yield opened
+        browser.close()
+    assert violations == []
+
+
+def shown_pair(page: Page, previous: int | None = None) -> int:
+    """Wait for a pair other than ``previous`` to be shown and answerable on the labeling page; return its id."""
+    page.wait_for_function(
+        """previous => {
+            const pair = document.getElementById("pair");
+            const ready = !document.querySelector('.choices button[data-side="left"]').disabled;
+            return !pair.hidden && ready && Number(pair.dataset.queryId) !== previous;
+        }""",
+        arg=previous if previous is not None else -1,
+        timeout=15_000,
+    )
+    return int(page.get_attribute("#pair", "data-query-id") or "0")

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Route, sync_playwright
+from playwright.sync_api import Page, Route
 
 from feedback_ui.server import ServerHandle, start_server_in_background
 from rlhf.store import LabelerQuality, LoopStatus, PreferenceStore
-from tests.feedback_ui.conftest import queue_pairs
+from tests.feedback_ui.conftest import NEEDS_CHROMIUM, queue_pairs, shown_pair
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason="Debian's chromium is not installed (apt-get install chromium); CI installs it",
-)
-LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture
@@ -27,36 +21,6 @@ def server(workspace: Path, store: PreferenceStore) -> Iterator[ServerHandle]:
     store.record_loop_status(LoopStatus(1, 10, 100, 2048, 50_000, reward_val_accuracy=0.8))
     with start_server_in_background(workspace, port=0) as handle:
         yield handle
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    """A Chromium page; the test fails if anything on it broke the service's Content-Security-Policy."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        # Tall enough that both clips are on screen: Chromium pauses muted autoplay videos that are off-screen.
-        opened = browser.new_page(viewport={"width": 1280, "height": 1000})
-        violations: list[str] = []
-        opened.on(
-            "console", lambda message: violations.append(message.text) if "Content Security" in message.text else None
-        )
-        yield opened
-        browser.close()
-    assert violations == []
-
-
-def _shown_pair(page: Page, previous: int | None = None) -> int:
-    """Wait for a pair other than ``previous`` to be shown and answerable; return its query id."""
-    page.wait_for_function(
-        """previous => {
-            const pair = document.getElementById("pair");
-            const ready = !document.querySelector('.choices button[data-side="left"]').disabled;
-            return !pair.hidden && ready && Number(pair.dataset.queryId) !== previous;
-        }""",
-        arg=previous if previous is not None else -1,
-        timeout=15_000,
-    )
-    return int(page.get_attribute("#pair", "data-query-id") or "0")
 
 
 def _labels_done(page: Page, expected: int) -> None:
@@ -68,19 +32,19 @@ def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: Pref
     _, token = store.add_labeler("alice")
     page.goto(f"{server.url}/#token={token}")
     assert "token" not in page.url  # taken out of the address bar
-    query_id = _shown_pair(page)
+    query_id = shown_pair(page)
     _labels_done(page, 0)
     assert page.text_content("#loop-round") == "1" and page.text_content("#loop-accuracy") == "80%"
 
     # The clips play: both report a duration and decode frames as time passes.
-    durations = page.eval_on_selector_all("video", "videos => videos.map(v => v.duration)")
+    durations = page.eval_on_selector_all("#pair video", "videos => videos.map(v => v.duration)")
     assert len(durations) == 2 and all(d > 0 for d in durations)
     frames_before = page.eval_on_selector_all(
-        "video", "videos => videos.map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
+        "#pair video", "videos => videos.map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
     )
     page.wait_for_timeout(700)
     frames_after = page.eval_on_selector_all(
-        "video", "videos => videos.map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
+        "#pair video", "videos => videos.map(v => v.getVideoPlaybackQuality().totalVideoFrames)"
     )
     assert all(after > before for before, after in zip(frames_before, frames_after, strict=True))
 
@@ -88,16 +52,16 @@ def test_label_by_keyboard_and_click_then_undo(server: ServerHandle, store: Pref
     for key, side in (("ArrowLeft", "left"), ("ArrowRight", "right"), ("ArrowUp", "tie")):
         page.keyboard.press(key)
         answers.append((query_id, side))
-        query_id = _shown_pair(page, previous=query_id)
+        query_id = shown_pair(page, previous=query_id)
         _labels_done(page, len(answers))
     page.get_by_role("button", name="Can't tell").click()
     answers.append((query_id, "skip"))
     last_answered = query_id
-    query_id = _shown_pair(page, previous=query_id)
+    query_id = shown_pair(page, previous=query_id)
     _labels_done(page, 4)
 
     page.keyboard.press("z")  # undo the click: its pair comes back
-    assert _shown_pair(page, previous=query_id) == last_answered
+    assert shown_pair(page, previous=query_id) == last_answered
     _labels_done(page, 3)
     assert "Undid your answer" in (page.text_content("#message") or "")
     page.wait_for_function('document.getElementById("labels-done").textContent === "3"')
@@ -119,7 +83,7 @@ def test_bad_link_and_phone_layout(server: ServerHandle, store: PreferenceStore,
     _, token = store.add_labeler("bob")
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{server.url}/?token={token}")  # a link of an older version still works
-    _shown_pair(page)
+    shown_pair(page)
     assert "token" not in page.url
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # no horizontal scrolling on a phone
