@@ -537,6 +537,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                 bar.set_postfix(labels=loop.labels_used, refresh=False)
         if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
             eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
+        wall = time.perf_counter() - start_time  # the run's time, without the final clip's rendering
         final_clip = _policy_clip(state, cfg, FINAL_CLIP)
         # The run is over: pairs nobody answered are served no more, and the page says how it ended.
         closed = store.close_open_queries()
@@ -548,7 +549,6 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     finally:
         envs.close()
         store.close()
-    wall = time.perf_counter() - start_time
     accuracy = next((h["reward/val_accuracy"] for h in reversed(loop.history) if "reward/val_accuracy" in h), None)
     warn_if_unmeasured(accuracy, "rlhf run")
     summary = {
