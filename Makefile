@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test test-fast lint typecheck pytest demo classic-demo bench clean
+.PHONY: setup test test-fast lint typecheck pytest docs demo classic-demo bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ pytest: setup
 	WANDB_MODE=disabled $(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The documentation site into build/site (tests/docs builds it too, so `make test` fails on a broken page).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The inner loop: everything but the learning checks and multi-second end-to-end runs (tests marked `slow`).
 test-fast: lint typecheck

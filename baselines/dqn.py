@@ -64,10 +64,12 @@ def dqn_loss(
 
     Args:
         q_online: the online network, ``(batch, obs_dim) -> (batch, n_actions)``.
-        obs, next_obs: ``s_i`` and ``s'_i`` (n steps later), ``(batch, obs_dim)``.
+        obs: ``s_i``, ``(batch, obs_dim)``.
         actions: ``a_i``, ``(batch,)`` int64.
         weights: importance weights ``w_i`` of prioritized replay (ones without), ``(batch,)``.
-        returns, discounts: n-step reward sums and ``gamma**n`` (0 past a termination), ``(batch,)``.
+        returns: n-step reward sums, ``(batch,)``.
+        discounts: ``gamma**n`` (0 past a termination), ``(batch,)``.
+        next_obs: ``s'_i``, n steps later, ``(batch, obs_dim)``.
         next_q_target: the target network's ``Q(s'_i, .)``, ``(batch, n_actions)``.
         double_dqn: pick ``a*`` with the online network (Double DQN) instead of the target network.
 
