@@ -11,7 +11,9 @@ writers (WAL).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,7 +98,7 @@ def open_engine(url: URL, busy_timeout_s: float, synchronous: Synchronous) -> En
         cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
         cursor.execute("PRAGMA foreign_keys = ON")
         if database and database != ":memory:":
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(cursor, busy_timeout_s)
         cursor.execute(f"PRAGMA synchronous = {synchronous}")
         cursor.close()
 
@@ -107,6 +109,27 @@ def open_engine(url: URL, busy_timeout_s: float, synchronous: Synchronous) -> En
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
 
     return engine
+
+
+def _enter_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """Put the database in WAL mode (a no-op when it already is), retrying while another connection holds a lock.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers ``database is locked`` at once, without
+    its busy handler, when another process is opening the same new file; so the retries wait here instead, up to
+    the store's busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    delay_s = 0.002
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            busy = "locked" in str(error) or "busy" in str(error)
+            if not busy or time.monotonic() + delay_s > deadline:
+                raise
+        time.sleep(delay_s)
+        delay_s = min(2 * delay_s, 0.05)
 
 
 class Transactions:
