@@ -1,6 +1,6 @@
 """Labeler weights against a random labeler: three labelers 90% right and one at random label a toy task (issue 12);
 reward models trained unweighted, weighted by ``rlhf.labelers``, and without the random labeler's labels, scored on
-1000 clean held-out pairs. The README's table in "Labeler weights" comes from these runs:
+1000 clean held-out pairs. The labeler-weights table of docs/rlhf.md comes from these runs:
 
     python benchmarks/labeler_weights.py --pairs 200 --answers 2 --seeds 12
     python benchmarks/labeler_weights.py --pairs 400 --answers 1 --seeds 8

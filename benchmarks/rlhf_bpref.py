@@ -1,7 +1,8 @@
 """RLHF ablations over seeds, printed as tables (B-Pref comparisons), on Pendulum-v1 (oracle, 200 labels, 50k steps).
 
-The README's RLHF figures and issue 12's targets come from ``rlhf_protocol.py`` (report seeds never used for tuning,
-PPO on the true reward beside each row, bootstrap intervals); its rows replace this script's former ``core`` suite.
+The RLHF page's figures (docs/rlhf.md) and issue 12's targets come from ``rlhf_protocol.py`` (report seeds never
+used for tuning, PPO on the true reward beside each row, bootstrap intervals); its rows replace this script's former
+``core`` suite.
 These suites compare settings on seeds 0, 1, ... (with --seeds 5, the protocol's tuning seeds), one table each:
 - teachers: each B-Pref teacher on Pendulum against the oracle (noisy beta=1, mistake 0.1, skip, equal, myopic 0.9).
 - queries: disagreement vs entropy vs uniform selection at equal label budgets (Pendulum).

@@ -1,4 +1,4 @@
-"""The RLHF evaluation protocol (issue 12): the README's RLHF tables come from this script.
+"""The RLHF evaluation protocol (issue 12): the RLHF page's tables (docs/rlhf.md) come from this script.
 
 Seeds: defaults are chosen on ``TUNING_SEEDS`` only; figures are reported on ``REPORT_SEEDS`` (10 seeds never used
 for tuning). The two sets are disjoint, and the script refuses to run if an edit makes them overlap.
@@ -28,7 +28,7 @@ Results are JSON lines in ``--results`` keyed by kind, seed and a hash of the ru
 ``--set`` included, and ``code_version()``: the code of ``baselines/`` and ``rlhf/``, committed or not): a re-run
 skips what is there, so an interrupted measurement resumes, and a change to the code that runs measures afresh.
 Speed (s per 50k env steps, the whole run) is only comparable with the 35 s target from an otherwise idle machine.
-The table is printed (``--markdown FILE`` writes it for the README).
+The table is printed (``--markdown FILE`` writes it for the docs).
 
 Run (hours on 2 cores): ``python benchmarks/rlhf_protocol.py --seeds report --jobs 2 --markdown runs/rlhf.md``.
 Tuning: ``--seeds tuning --rows 'pendulum-*' --set random_answer_rate=0.1``. Smoke: ``--rows cartpole-oracle
@@ -80,7 +80,7 @@ TUNING_SEEDS: tuple[int, ...] = tuple(range(0, 40))
 random-answer rate and 20-39 for the label phase under a mistaken teacher; ``--seeds tuning --num-seeds 5`` takes
 the first five."""
 REPORT_SEEDS: tuple[int, ...] = tuple(range(100, 110))
-"""Seeds the README's figures come from; never used for tuning."""
+"""Seeds the docs' RLHF figures come from; never used for tuning."""
 MOUNTAIN_CAR_BUDGET: dict[str, Any] = {"labels": 300, "total_steps": 200_000}
 """MountainCar-v0 and MountainCarContinuous-v0: no target yet; report where the loop stands against PPO."""
 RESULTS = Path("runs/rlhf_protocol/results.jsonl")
@@ -192,7 +192,7 @@ def git_commit() -> str:
 @functools.cache
 def code_version() -> str:
     """Hash of the code that runs: the committed trees of ``baselines/`` and ``rlhf/`` and any uncommitted change
-    to them. A commit elsewhere (README, tests) keeps the results; an uncommitted edit to the loop does not."""
+    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not."""
     trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf")
     if not trees:
         return "unknown"

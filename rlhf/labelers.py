@@ -43,7 +43,7 @@ model trained to convergence agrees with random answers far above chance). This 
 the model's evidence at ``model_discount`` (default half) of a peer's, and peers are unbiased references. That
 only dampens the bias; the cure is ``P(a)`` from a model that did not train on the label (cross-fitted over two
 halves of the pairs, out of a bootstrap member's bag, or from the model before it trained on the round's new
-labels), with ``model_discount=1``: the README's labeling section has the measurements. The reverse loop exists
+labels), with ``model_discount=1``: docs/rlhf.md has the measurements. The reverse loop exists
 too: a labeler weighted down moves the model less, so the model agrees with them less the next round; the prior
 and the discount keep that from running away with few labels.
 

@@ -2,7 +2,7 @@
 
 `rlhf bandit --help` must not load torch: commands are imported when they run, and importing ``baselines`` or
 one of its leaves registers nothing and loads no gymnasium. Import checks run in a fresh interpreter, since this
-one has imported everything by now. Timings belong in the README, not in assertions.
+one has imported everything by now. Timings belong in the docs (docs/commands.md), not in assertions.
 """
 
 from __future__ import annotations
