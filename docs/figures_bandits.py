@@ -103,14 +103,14 @@ def contraction(run_dirs: list[Path]) -> go.Figure:
     from baselines.tabular.dp import q_values
 
     fig = make_subplots(
-        rows=1,
-        cols=3,
+        rows=3,
+        cols=1,
         subplot_titles=(
             "||v_k+1 - v_k||_inf per sweep (dashed: gamma^k bound)",
             "ratio of consecutive deltas (dotted: gamma)",
             "||Tv - Tu|| / ||v - u|| for 500 random pairs",
         ),
-        horizontal_spacing=0.07,
+        vertical_spacing=0.09,
     )
     rng = np.random.default_rng(0)
     for i, run_dir in enumerate(run_dirs):
@@ -138,10 +138,10 @@ def contraction(run_dirs: list[Path]) -> go.Figure:
         ratios = deltas[1:] / deltas[:-1]
         fig.add_trace(
             go.Scatter(x=sweeps[1:][keep[:-1]], y=ratios[keep[:-1]], legendgroup=name, showlegend=False, line=style),
-            1,
             2,
+            1,
         )
-        fig.add_hline(y=gamma, line={**style, "dash": "dot"}, row=1, col=2)
+        fig.add_hline(y=gamma, line={**style, "dash": "dot"}, row=2, col=1)
         model, _ = _frozen_lake_model(gamma)
         scale = 1.0 / (1.0 - gamma)
         u = rng.uniform(-scale, scale, size=(500, model.n_states))
@@ -150,7 +150,7 @@ def contraction(run_dirs: list[Path]) -> go.Figure:
         backup_v = np.stack([q_values(model, row, gamma).max(axis=1) for row in v])
         pair_ratios = np.abs(backup_v - backup_u).max(axis=1) / np.abs(v - u).max(axis=1)
         fig.add_trace(
-            go.Box(y=np.round(pair_ratios, 4), name=name, legendgroup=name, showlegend=False, marker=style), 1, 3
+            go.Box(y=np.round(pair_ratios, 4), name=name, legendgroup=name, showlegend=False, marker=style), 3, 1
         )
         fig.add_trace(
             go.Scatter(
@@ -160,19 +160,19 @@ def contraction(run_dirs: list[Path]) -> go.Figure:
                 marker={"symbol": "line-ew-open", "size": 40, "color": "black"},
                 showlegend=False,
             ),
-            1,
             3,
+            1,
         )
     fig.update_yaxes(type="log", title="largest value change", row=1, col=1)
     fig.update_xaxes(title="sweep k", row=1, col=1)
-    fig.update_xaxes(title="sweep k", type="log", row=1, col=2)
-    fig.update_yaxes(title="delta_k+1 / delta_k", row=1, col=2)
-    fig.update_yaxes(title="ratio (black bar: gamma)", row=1, col=3)
+    fig.update_xaxes(title="sweep k", type="log", row=2, col=1)
+    fig.update_yaxes(title="delta_k+1 / delta_k", row=2, col=1)
+    fig.update_yaxes(title="ratio (black bar: gamma)", row=3, col=1)
     return fig.update_layout(
-        title="Value iteration on FrozenLake-v1 is a gamma-contraction in the sup norm",
+        title="Value iteration on FrozenLake-v1: a gamma-contraction",
         template="plotly_white",
-        height=460,
-        legend={"orientation": "h", "y": -0.2},
+        height=1050,
+        legend={"orientation": "h", "y": -0.08},
     )
 
 
@@ -198,8 +198,8 @@ def q_learning_optimum(run_dirs: list[Path]) -> go.Figure:
         optimal_actions.append(float((chosen >= v_star - 1e-3)[live].mean()))
         success.append(float(q_result["success_rate"]))
     fig = make_subplots(
-        rows=1,
-        cols=3,
+        rows=3,
+        cols=1,
         subplot_titles=(
             "max_s |V_Q(s) - V*(s)| (non-terminal states)",
             "V(start): Q-learning vs V* (dashed)",
@@ -207,26 +207,26 @@ def q_learning_optimum(run_dirs: list[Path]) -> go.Figure:
         ),
     )
     fig.add_trace(go.Scatter(x=episodes, y=value_error, mode="lines+markers", name="sup-norm error of V_Q"), 1, 1)
-    fig.add_trace(go.Scatter(x=episodes, y=start_value, mode="lines+markers", name="Q-learning V(start)"), 1, 2)
-    fig.add_hline(y=optimal_start["value_start"], line={"dash": "dash"}, row=1, col=2)
+    fig.add_trace(go.Scatter(x=episodes, y=start_value, mode="lines+markers", name="Q-learning V(start)"), 2, 1)
+    fig.add_hline(y=optimal_start["value_start"], line={"dash": "dash"}, row=2, col=1)
     fig.add_trace(
         go.Scatter(x=episodes, y=optimal_actions, mode="lines+markers", name="share of states with an optimal action"),
-        1,
         3,
+        1,
     )
     fig.add_trace(
-        go.Scatter(x=episodes, y=success, mode="lines+markers", name="success rate of the greedy policy"), 1, 3
+        go.Scatter(x=episodes, y=success, mode="lines+markers", name="success rate of the greedy policy"), 3, 1
     )
-    fig.add_hline(y=optimal_start["success_rate"], line={"dash": "dash"}, row=1, col=3)
+    fig.add_hline(y=optimal_start["success_rate"], line={"dash": "dash"}, row=3, col=1)
     fig.update_xaxes(type="log", title="training episodes per run")
+    fig.update_yaxes(title="max |V_Q - V*|", row=1, col=1)
+    fig.update_yaxes(title="V(start)", row=2, col=1)
+    fig.update_yaxes(title="share", range=[0, 1.05], row=3, col=1)
     return fig.update_layout(
-        title=(
-            f"Q-learning on FrozenLake-v1 (slippery, gamma {gamma}) approaches the value-iteration optimum "
-            "(dashed: the optimum's value and success rate)"
-        ),
+        title=f"Q-learning vs the value-iteration optimum (dashed), FrozenLake-v1, gamma {gamma}",
         template="plotly_white",
-        height=440,
-        legend={"orientation": "h", "y": -0.25},
+        height=1000,
+        legend={"orientation": "h", "y": -0.08},
     )
 
 
@@ -253,7 +253,7 @@ def cliff(run_dirs: list[Path]) -> go.Figure:
         row_heights=[0.62, 0.38],
         vertical_spacing=0.14,
         subplot_titles=(
-            "sum of rewards during episode (moving average over 10 episodes, mean of 20 runs)",
+            "return per episode (10-episode moving average, mean of 20 runs)",
             "greedy path of the mean Q table (S start, G goal, the cliff in between)",
         ),
     )

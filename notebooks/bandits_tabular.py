@@ -47,11 +47,11 @@ pio.renderers.default = "plotly_mimetype+notebook"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 started = time.perf_counter()
 
-BANDIT_RUNS = 300 * BUDGET  # independent bandit problems per agent (the book uses 2000)
+BANDIT_RUNS = 500 * BUDGET  # independent bandit problems per agent (the book uses 2000)
 BANDIT_STEPS = 1000
-TD_RUNS = 4 * BUDGET  # independent TD agents per algorithm (the book uses many more)
+TD_RUNS = 5 * BUDGET  # independent TD agents per algorithm (the book uses many more)
 TD_EPISODES = 300 + 50 * BUDGET
-STUDY_TRIALS = 16 * BUDGET
+STUDY_TRIALS = 30 * BUDGET
 STUDY_SEEDS = 3 + BUDGET  # seeds averaged in each trial's objective
 STUDY_RUNS = 100 * BUDGET  # bandit problems per seed in the study
 
