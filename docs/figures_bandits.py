@@ -244,16 +244,17 @@ def _greedy_path(
     return path
 
 
-def cliff(run_dirs: list[Path]) -> go.Figure:
+def cliff(run_dirs: list[Path], exploration: str = "epsilon 0.1") -> go.Figure:
     """Example 6.6 / figure 6.4: online return per episode, and each algorithm's greedy path on the grid."""
     summary = _summary(run_dirs[0])
+    runs = json.loads((run_dirs[0] / "config.json").read_text())["runs"]
     fig = make_subplots(
         rows=2,
         cols=1,
         row_heights=[0.62, 0.38],
         vertical_spacing=0.14,
         subplot_titles=(
-            "return per episode (10-episode moving average, mean of 20 runs)",
+            f"return per episode (10-episode moving average, mean of {runs} runs)",
             "greedy path of the mean Q table (S start, G goal, the cliff in between)",
         ),
     )
@@ -293,7 +294,7 @@ def cliff(run_dirs: list[Path]) -> go.Figure:
     fig.update_yaxes(autorange="reversed", range=[3.5, -0.5], dtick=1, title="row", row=2, col=1)
     fig.update_xaxes(range=[-0.5, 11.5], dtick=1, title="column", row=2, col=1)
     return fig.update_layout(
-        title="Cliff walking (Example 6.6), alpha 0.5, epsilon 0.1", template="plotly_white", height=720
+        title=f"Cliff walking (Example 6.6), alpha 0.5, {exploration}", template="plotly_white", height=720
     )
 
 
@@ -337,5 +338,26 @@ SPECS = [
             ),
         ),
         cliff,
+    ),
+    FigureSpec(
+        "tabular-cliff-decay",
+        (
+            (
+                *("tabular", "--env", "GridWorld-v0", "--preset", "cliff", "--algo", "sarsa", "--algo", "q-learning"),
+                *(
+                    "--alpha",
+                    "0.5",
+                    "--epsilon",
+                    "0.1",
+                    "--epsilon-decay",
+                    "0.995",
+                    "--episodes",
+                    "1000",
+                    "--runs",
+                    "20",
+                ),
+            ),
+        ),
+        lambda dirs: cliff(dirs, "epsilon 0.1 x 0.995 per episode"),
     ),
 ]
