@@ -34,7 +34,10 @@ PPO_DIAGNOSTICS = {
 SPECS = [
     FigureSpec(
         "ppo-cartpole",
-        tuple(("ppo", "--env", "CartPole-v1", "--total-steps", "50000", "--seed", str(seed)) for seed in range(3)),
+        tuple(
+            ("ppo", "--env", "CartPole-v1", "--total-steps", "50000", "--eval-every", "5000", "--seed", str(seed))
+            for seed in range(3)
+        ),
         lambda dirs: curves(
             dirs,
             "eval/return_mean",

@@ -101,9 +101,10 @@ fig.show()
 
 # %% [markdown]
 # With CartPole's defaults the learning rate and the clip range both fall linearly to 0 over the run
-# (`charts/learning_rate`, `charts/clip_range`), so the late updates move the policy less: approx KL and the clip
-# fraction shrink towards the end. A clip fraction that stays high, or an approx KL far above 0.02, is the usual
-# sign of a learning rate too large for the number of epochs.
+# (`charts/learning_rate`, `charts/clip_range`), so the late updates move the policy less and approx KL shrinks
+# towards the end; the clip fraction need not, as the clip range it is measured against shrinks too. A clip
+# fraction that stays high, or an approx KL far above 0.02, is the usual sign of a learning rate too large for the
+# number of epochs.
 #
 # ## A tuning study with two seeds per trial
 #

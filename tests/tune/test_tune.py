@@ -176,6 +176,7 @@ def test_the_objective_is_the_mean_over_the_seeds(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.filterwarnings("ignore:Target and region quantiles")
+@pytest.mark.filterwarnings("ignore:The number of trials is too small")
 def test_seeds_per_trial_is_part_of_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_dqn(monkeypatch, [])
     run_tune(TuneConfig("dqn", trials=1, total_steps=200, evaluations=2, seeds_per_trial=2, out=tmp_path))
