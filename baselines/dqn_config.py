@@ -167,6 +167,7 @@ class DQNConfig:
         return end if fraction <= 0 or progress >= fraction else start + progress * (end - start) / fraction
 
     def learning_rate_at(self, progress: float) -> float:
+        """The learning rate after ``progress`` (the fraction of total_steps done): constant, or linear to 0."""
         return self.learning_rate * (1.0 - progress if self.lr_schedule == "linear" else 1.0)
 
     def per_beta(self, progress: float) -> float:

@@ -2,7 +2,10 @@
 
 TPE sampler (Bergstra et al. 2011), median pruner on the intermediate greedy evaluation returns each trial reports,
 the study in ``OUT/study.sqlite`` (the same command on the same ``--out`` resumes it), every trial a normal run
-folder ``OUT/trials/trial-NNNN``, and ``OUT/best_config.json`` for ``rlhf dqn --config OUT/best_config.json``.
+folder ``OUT/trials/trial-NNNN`` (``OUT/trials/trial-NNNN/seed-S`` per seed with ``--seeds-per-trial N > 1``), and
+``OUT/best_config.json`` for ``rlhf dqn --config OUT/best_config.json``. With ``--seeds-per-trial N`` a trial trains
+its config with seeds ``seed, ..., seed + N - 1`` one after the other and its objective is the mean of their final
+returns: one seed's return rewards lucky seeds as much as good hyperparameters.
 The report holds Optuna's plotly figures: optimization history, parameter importances (PED-ANOVA), parallel
 coordinates, slices and the intermediate values (learning curves) of every trial.
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import optuna
 import plotly.graph_objects as go
 import sqlalchemy
@@ -61,7 +65,9 @@ class TuneConfig:
     startup_trials: int = 5
     """Trials sampled at random (and never pruned against) before TPE and the pruner start."""
     seed: int = 0
-    """Seed of the sampler and of every trial's run (common random numbers across trials)."""
+    """Seed of the sampler and of every trial's first run (common random numbers across trials)."""
+    seeds_per_trial: int = 1
+    """Runs per trial, with seeds seed, seed+1, ..., seed+N-1; the objective is the mean of their final returns."""
     timeout: float | None = None
     """Stop starting new trials after this many seconds."""
     device: str = "cpu"
@@ -77,6 +83,7 @@ class TuneConfig:
         check(self.trials >= 1, f"--trials must be at least 1, got {self.trials}")
         check(self.total_steps is None or self.total_steps >= 1, f"--total-steps must be positive: {self.total_steps}")
         check(self.evaluations >= 1 and self.eval_episodes >= 1, "--evaluations and --eval-episodes must be >= 1")
+        check(self.seeds_per_trial >= 1, f"--seeds-per-trial must be at least 1, got {self.seeds_per_trial}")
         check(self.startup_trials >= 0, f"--startup-trials must be >= 0, got {self.startup_trials}")
         check(self.timeout is None or self.timeout > 0, f"--timeout must be positive seconds, got {self.timeout}")
         config_class = algorithms()[self.algo].config_class
@@ -154,7 +161,13 @@ def algorithms() -> dict[str, Algorithm]:
 
 # ----------------------------------------------------------------------------------------------- the study
 def make_objective(cfg: TuneConfig, algorithm: Algorithm) -> Callable[[optuna.Trial], float]:
-    """One trial: sample a config, train it in its own run folder, report evaluations, return the final return."""
+    """One trial: sample a config, train it once per seed in its own run folder, report evaluations, return the mean
+    final return over the seeds.
+
+    What the pruner sees stays comparable across trials: at each evaluation of the trial's k-th seed (k = 0, 1, ...)
+    the trial reports the mean, over seeds 0..k, of their returns at that same evaluation, at step = the env steps
+    of the seeds before it plus this evaluation's env steps. With one seed per trial that is the evaluation return
+    at its env step, as before; at a given step every trial's value is a mean over the same seeds."""
     assert cfg.out is not None and cfg.total_steps is not None
     eval_every = max(cfg.total_steps // cfg.evaluations, 1)
     trials_dir = cfg.out / "trials"
@@ -162,25 +175,47 @@ def make_objective(cfg: TuneConfig, algorithm: Algorithm) -> Callable[[optuna.Tr
     def objective(trial: optuna.Trial) -> float:
         values = {**algorithm.search_space(trial, cfg.env), "total_steps": cfg.total_steps}
         trial.set_user_attr("config", to_jsonable({"env": cfg.env, **values}))  # what best_config.json holds
-        config = algorithm.config_class.defaults_for(
-            cfg.env,
-            **values,
-            seed=cfg.seed,
-            device=cfg.device,
-            eval_every=eval_every,
-            eval_episodes=cfg.eval_episodes,
-            out=trials_dir / f"trial-{trial.number:04d}",
-            track=cfg.track,
-        )
+        trial_dir = trials_dir / f"trial-{trial.number:04d}"
+        seeds = [cfg.seed + k for k in range(cfg.seeds_per_trial)]
+        curves: list[dict[int, float]] = []  # per seed done or running: {env_steps: eval return}
+        finals: list[float] = []
+        steps_before = 0  # env steps of the seeds already finished
+        wall_seconds = 0.0
+        for seed in seeds:
+            config = algorithm.config_class.defaults_for(
+                cfg.env,
+                **values,
+                seed=seed,
+                device=cfg.device,
+                eval_every=eval_every,
+                eval_episodes=cfg.eval_episodes,
+                out=trial_dir if cfg.seeds_per_trial == 1 else trial_dir / f"seed-{seed}",
+                track=cfg.track,
+            )
+            curve: dict[int, float] = {}
+            curves.append(curve)
 
-        def on_eval(env_steps: int, eval_return_mean: float) -> None:
-            trial.report(eval_return_mean, env_steps)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"return {eval_return_mean:.1f} at step {env_steps} is below the median")
+            def on_eval(
+                env_steps: int, eval_return_mean: float, curve: dict[int, float] = curve, offset: int = steps_before
+            ) -> None:
+                curve[env_steps] = eval_return_mean
+                mean = sum(c.get(env_steps, eval_return_mean) for c in curves) / len(curves)
+                trial.report(mean, offset + env_steps)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(
+                        f"mean return {mean:.1f} over {len(curves)} seed(s) at step {offset + env_steps} "
+                        "is below the median"
+                    )
 
-        summary = algorithm.train(config, on_eval=on_eval)
-        trial.set_user_attr("wall_seconds", summary["wall_seconds"])
-        return float(summary["eval_return_mean"])
+            summary = algorithm.train(config, on_eval=on_eval)
+            finals.append(float(summary["eval_return_mean"]))
+            trial.set_user_attr(f"return_seed_{seed}", finals[-1])
+            wall_seconds += summary["wall_seconds"]
+            trial.set_user_attr("wall_seconds", wall_seconds)
+            steps_before += int(summary["env_steps"])
+        trial.set_user_attr("seed_returns", finals)
+        trial.set_user_attr("return_std", float(np.std(finals)))
+        return float(np.mean(finals))
 
     return objective
 
@@ -202,8 +237,15 @@ def open_study(cfg: TuneConfig, pruner: optuna.pruners.BasePruner | None = None)
         )
     except sqlalchemy.exc.DatabaseError as error:  # not an SQLite file, or a damaged one
         raise ConfigError(f"{cfg.out / 'study.sqlite'} is not a readable study ({error.orig})") from None
-    identity = {"algo": cfg.algo, "env": cfg.env, "total_steps": cfg.total_steps, "seed": cfg.seed}
-    saved = {k: study.user_attrs.get(k) for k in identity}
+    identity = {
+        "algo": cfg.algo,
+        "env": cfg.env,
+        "total_steps": cfg.total_steps,
+        "seed": cfg.seed,
+        "seeds_per_trial": cfg.seeds_per_trial,
+    }
+    # Studies made before --seeds-per-trial existed ran one seed per trial.
+    saved = {k: study.user_attrs.get(k, 1 if k == "seeds_per_trial" else None) for k in identity}
     if not study.user_attrs:
         for key, value in identity.items():
             study.set_user_attr(key, value)
@@ -258,6 +300,9 @@ def write_results(cfg: TuneConfig, study: optuna.Study, wall_seconds: float) -> 
         "best_trial": best.number if best is not None else None,
         "best_value": best.value if best is not None else None,
         "best_params": best.params if best is not None else None,
+        "seeds_per_trial": cfg.seeds_per_trial,
+        "best_seed_returns": best.user_attrs.get("seed_returns") if best is not None else None,
+        "best_return_std": best.user_attrs.get("return_std") if best is not None else None,
         "best_config": str(best_config_path) if best is not None else None,
         "wall_seconds": wall_seconds,
     }
@@ -273,9 +318,12 @@ def write_report(cfg: TuneConfig, study: optuna.Study, summary: dict[str, Any]) 
     report = Report(
         f"Tuning {cfg.algo.upper()} on {cfg.env}",
         f"{summary['trials']} trials ({summary['complete']} complete, {summary['pruned']} pruned, "
-        f"{summary['failed']} failed) of {cfg.total_steps} env steps; objective: final greedy return over "
-        f"{cfg.eval_episodes} episodes; best {best if best is None else round(best, 2)} "
-        f"(trial {summary['best_trial']}).",
+        f"{summary['failed']} failed) of {cfg.total_steps} env steps per seed; objective: final greedy return over "
+        f"{cfg.eval_episodes} episodes, the mean over {cfg.seeds_per_trial} seed(s) per trial "
+        f"({cfg.seed}..{cfg.seed + cfg.seeds_per_trial - 1}); best {best if best is None else round(best, 2)} "
+        f"(trial {summary['best_trial']}"
+        + (f", seeds {[round(r, 2) for r in summary['best_seed_returns']]}" if summary["best_seed_returns"] else "")
+        + ").",
     )
     if summary["best_config"]:
         report.text(
@@ -314,9 +362,15 @@ def write_report(cfg: TuneConfig, study: optuna.Study, summary: dict[str, Any]) 
         report.figure(fig)
     report.heading("Trials")
     report.table(
-        ["trial", "state", "final return", "seconds", *params],
+        ["trial", "state", "final return (mean over seeds)", "std over seeds", "seconds", *params],
         [
-            [t.number, t.state.name, t.value if t.value is not None else "-", t.user_attrs.get("wall_seconds", "-")]
+            [
+                t.number,
+                t.state.name,
+                t.value if t.value is not None else "-",
+                round(t.user_attrs["return_std"], 2) if "return_std" in t.user_attrs else "-",
+                t.user_attrs.get("wall_seconds", "-"),
+            ]
             + [t.params.get(name, "-") for name in params]
             for t in study.trials
         ],

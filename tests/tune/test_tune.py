@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -130,3 +131,71 @@ def test_ppo_trials_run_through_the_same_tuner(tmp_path: Path, monkeypatch: pyte
     summary = run_tune(TuneConfig("ppo", trials=2, total_steps=1024, evaluations=2, eval_episodes=2, out=tmp_path))
     assert summary["tuned_algo"] == "ppo" and summary["complete"] + summary["pruned"] == 2
     assert json.loads((tmp_path / "best_config.json").read_text())["hidden_sizes"] == [16]
+
+
+def _fake_dqn(monkeypatch: pytest.MonkeyPatch, outs: list[Path]) -> None:
+    """A DQN whose runs take no time: seed S evaluates S + 1 at step 100 and S + 2 at step 200, and ends at 10 S."""
+    table = algorithms()
+
+    def train(config: DQNConfig, on_eval: object = None) -> dict[str, object]:
+        assert callable(on_eval)
+        outs.append(config.out)  # type: ignore[arg-type]
+        on_eval(100, config.seed + 1.0)
+        on_eval(200, config.seed + 2.0)
+        return {"eval_return_mean": 10.0 * config.seed, "wall_seconds": 1.0, "env_steps": 200}
+
+    dqn = table["dqn"].__class__(table["dqn"].config_class, train, _small_space)
+    monkeypatch.setattr("baselines.tune.algorithms", lambda: {**table, "dqn": dqn})
+
+
+@pytest.mark.filterwarnings("ignore:Target and region quantiles")
+def test_the_objective_is_the_mean_over_the_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outs: list[Path] = []
+    _fake_dqn(monkeypatch, outs)
+    summary = run_tune(
+        TuneConfig("dqn", trials=2, total_steps=200, evaluations=2, seed=5, seeds_per_trial=3, out=tmp_path)
+    )
+    assert summary["complete"] == 2 and summary["seeds_per_trial"] == 3
+    assert summary["best_value"] == pytest.approx(60.0) and summary["best_seed_returns"] == [50.0, 60.0, 70.0]
+    assert summary["best_return_std"] == pytest.approx(np.std([50.0, 60.0, 70.0]))
+    assert outs[:3] == [tmp_path / "trials" / "trial-0000" / f"seed-{seed}" for seed in (5, 6, 7)]
+    study = open_study(
+        TuneConfig("dqn", total_steps=200, evaluations=2, seed=5, seeds_per_trial=3, out=tmp_path).resolved()
+    )
+    for trial in study.trials:
+        assert trial.value == pytest.approx(60.0)
+        assert {k: v for k, v in trial.user_attrs.items() if k.startswith("return_seed_")} == {
+            "return_seed_5": 50.0,
+            "return_seed_6": 60.0,
+            "return_seed_7": 70.0,
+        }
+        assert trial.user_attrs["wall_seconds"] == 3.0
+        # The pruner sees, at each evaluation of the k-th seed, the mean over seeds 0..k at that evaluation, at the
+        # env steps of the trial so far: values that mean the same in every trial at a given step.
+        assert trial.intermediate_values == pytest.approx({100: 6.0, 200: 7.0, 300: 6.5, 400: 7.5, 500: 7.0, 600: 8.0})
+
+
+@pytest.mark.filterwarnings("ignore:Target and region quantiles")
+@pytest.mark.filterwarnings("ignore:The number of trials is too small")
+def test_seeds_per_trial_is_part_of_the_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_dqn(monkeypatch, [])
+    run_tune(TuneConfig("dqn", trials=1, total_steps=200, evaluations=2, seeds_per_trial=2, out=tmp_path))
+    with pytest.raises(ConfigError, match=r"holds a study with .*'seeds_per_trial': 2"):
+        run_tune(TuneConfig("dqn", trials=2, total_steps=200, evaluations=2, seeds_per_trial=3, out=tmp_path))
+    summary = run_tune(TuneConfig("dqn", trials=2, total_steps=200, evaluations=2, seeds_per_trial=2, out=tmp_path))
+    assert summary["trials"] == 2 and summary["best_seed_returns"] == [0.0, 10.0]
+    with pytest.raises(ConfigError, match="--seeds-per-trial must be at least 1, got 0"):
+        run_tune(TuneConfig("dqn", trials=1, seeds_per_trial=0, out=tmp_path / "zero"))
+    assert not (tmp_path / "zero").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The number of trials is too small")
+def test_each_seed_of_a_trial_is_a_run_folder(tmp_path: Path, small_dqn: None) -> None:
+    summary = run_tune(
+        TuneConfig("dqn", trials=1, total_steps=400, evaluations=2, eval_episodes=2, seeds_per_trial=2, out=tmp_path)
+    )
+    seeds = [tmp_path / "trials" / "trial-0000" / f"seed-{seed}" for seed in (0, 1)]
+    finals = [json.loads((d / "summary.json").read_text())["eval_return_mean"] for d in seeds]
+    assert [json.loads((d / "config.json").read_text())["seed"] for d in seeds] == [0, 1]
+    assert summary["best_value"] == pytest.approx(np.mean(finals)) and summary["best_seed_returns"] == finals
