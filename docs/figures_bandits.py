@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from figure_tools import FigureSpec, metric_rows
 from plotly.subplots import make_subplots
 
+from baselines.bandits.experiment import parameter_study_figure
 from baselines.common.report import color
 
 
@@ -68,24 +69,7 @@ def bandit_curves(title: str, window: int = 1, every: int = 2) -> Callable[[list
 def parameter_study(run_dirs: list[Path]) -> go.Figure:
     """Figure 2.6: mean reward over the first 1000 steps against each family's parameter."""
     summary = _summary(run_dirs[0])
-    fig = go.Figure()
-    for i, (family, study) in enumerate(summary["parameter_study"].items()):
-        fig.add_trace(
-            go.Scatter(
-                x=study["values"],
-                y=study["mean_reward"],
-                name=f"{family} ({study['parameter']})",
-                mode="lines+markers",
-                line={"color": color(i)},
-            )
-        )
-    ticks = [2.0**e for e in range(-7, 3)]
-    labels = ["1/128", "1/64", "1/32", "1/16", "1/8", "1/4", "1/2", "1", "2", "4"]
-    fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels, title="epsilon / alpha / c / Q0")
-    fig.update_yaxes(title=f"average reward over the first {summary['steps']} steps")
-    return fig.update_layout(
-        title=f"Parameter study, figure 2.6 ({summary['runs']} runs)", template="plotly_white", height=450
-    )
+    return parameter_study_figure(summary["parameter_study"], summary["steps"], summary["runs"])
 
 
 def _frozen_lake_model(gamma: float) -> tuple[Any, np.ndarray]:

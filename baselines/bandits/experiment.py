@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import tyro
@@ -21,6 +21,9 @@ from baselines.common.errors import check
 from baselines.common.progress import progress_bar
 from baselines.common.report import Report, add_curve_with_band, color, smooth
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 FigureName = Literal["2.2", "2.3", "2.4", "2.5", "2.6", "ex2.5"]
 Testbed = Literal["stationary", "nonstationary"]
@@ -267,6 +270,28 @@ def parameter_study(
     return out
 
 
+def parameter_study_figure(study: dict[str, Any], steps: int, runs: int) -> go.Figure:
+    """Figure 2.6: each family's mean reward over the first ``steps`` steps against its parameter (log2 axis)."""
+    import plotly.graph_objects as go  # here, not at the top: `rlhf bandit --help` does not load plotly
+
+    fig = go.Figure()
+    for i, (family, points) in enumerate(study.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=points["values"],
+                y=points["mean_reward"],
+                name=f"{family} ({points['parameter']})",
+                mode="lines+markers",
+                line={"color": color(i)},
+            )
+        )
+    ticks = [2.0**e for e in range(-7, 3)]
+    labels = ["1/128", "1/64", "1/32", "1/16", "1/8", "1/4", "1/2", "1", "2", "4"]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels, title="epsilon / alpha / c / Q0")
+    fig.update_yaxes(title=f"average reward over the first {steps} steps")
+    return fig.update_layout(title=f"Parameter study, figure 2.6 ({runs} runs)", template="plotly_white", height=450)
+
+
 def write_report(folder: RunFolder, cfg: BanditConfig, results: list[AgentResult], summary: dict[str, Any]) -> None:
     import plotly.graph_objects as go  # here, not at the top: `rlhf bandit --help` does not load plotly
 
@@ -277,23 +302,7 @@ def write_report(folder: RunFolder, cfg: BanditConfig, results: list[AgentResult
         f"mean offset {cfg.mean_offset}, seed {cfg.seed}. Bands: 95% interval of the mean over runs.",
     )
     if "parameter_study" in summary:
-        fig = go.Figure()
-        for i, (family, study) in enumerate(summary["parameter_study"].items()):
-            fig.add_trace(
-                go.Scatter(
-                    x=study["values"],
-                    y=study["mean_reward"],
-                    name=f"{family} ({study['parameter']})",
-                    mode="lines+markers",
-                    line={"color": color(i)},
-                )
-            )
-        ticks = [2.0**e for e in range(-7, 3)]
-        labels = ["1/128", "1/64", "1/32", "1/16", "1/8", "1/4", "1/2", "1", "2", "4"]
-        fig.update_xaxes(type="log", tickvals=ticks, ticktext=labels, title="epsilon / alpha / c / Q0")
-        fig.update_yaxes(title=f"Average reward over first {cfg.steps} steps")
-        fig.update_layout(title="Parameter study (Figure 2.6)", height=480)
-        report.figure(fig)
+        report.figure(parameter_study_figure(summary["parameter_study"], cfg.steps or 0, cfg.runs))
     steps = np.arange(1, (cfg.steps or 0) + 1)
     window = 1 if (cfg.steps or 0) <= 1000 else 50
     reward_fig, optimal_fig, regret_fig = go.Figure(), go.Figure(), go.Figure()
