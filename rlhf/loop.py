@@ -41,6 +41,7 @@ from rlhf.reward import (
     build_reward_model,
     load_reward_model,
     preference_data,
+    reinitialize,
     save_reward_model,
     train_reward_model,
     warn_if_unmeasured,
@@ -60,6 +61,10 @@ from rlhf.segments import (
 )
 from rlhf.store import LoopStatus, PreferenceStore
 from rlhf.teachers import SimulatedTeacher, make_teacher
+
+REFIT_OUTPUT_SCALE = 0.02
+"""--reward-refit: the fresh output layer's scale (``rlhf.reward.reinitialize``): every segment starts near a
+return of 0, where every label pulls."""
 
 STATUS_EVERY_S = 2.0  # the labeling service's view of the run's progress is at most this old between measurements
 HUMAN_POLL_S = 0.5  # how often a loop waiting for people's labels looks at the store
@@ -141,6 +146,10 @@ class RLHFConfig:
     random_answer_rate: float = 0.1
     """Assumed share of random answers in the reward model's likelihood (Christiano et al. 2017): in [0, 0.5);
     0 is plain Bradley-Terry. 0.1 costs nothing with an oracle and holds a teacher with 10% mistakes."""
+    reward_refit: bool = False
+    """Train the reward model from fresh weights (a small output layer) at each round after the first, on all
+    labels so far, instead of continuing from the last round's: a model that learned a wrong ranking early is not
+    kept from unlearning it. Helps with a teacher that gets one answer in five wrong; not with one in ten."""
     reward_warm_start: bool = False
     """Before the first labels, regress the reward ensemble onto a state-entropy reward of the segments so far
     (RIME's warm start)."""
@@ -181,6 +190,7 @@ class RLHFConfig:
         "ending_pair_share": 0.0,
         "label_filter": "none",
         "reward_warm_start": False,
+        "reward_refit": False,
         "reward_regularization": "weight-decay",
         "human_pace": "continue",
     }
@@ -488,6 +498,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                         if cfg.reward_warm_start and not loop.history:  # the first training: start it warm
                             segments_so_far = list(pool.segments)
                             metrics["reward/warm_start_mse"] = _warm_start(model, segments_so_far, action_space, rng)
+                        if cfg.reward_refit and loop.history:  # each later training starts afresh
+                            reinitialize(model, cfg.seed + 7919 * len(loop.history), REFIT_OUTPUT_SCALE)
                         fit = train_reward_model(model, data, trainer_cfg, rng, label_filter, l2)
                         if label_filter is not None:
                             loop.label_filter = label_filter.state_dict()

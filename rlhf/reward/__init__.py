@@ -10,6 +10,7 @@ from rlhf.reward.models import (
     RewardModelConfig,
     TransformerRewardModel,
     build_reward_model,
+    reinitialize,
 )
 from rlhf.reward.trainer import (
     CHOICE_TARGETS,
@@ -46,6 +47,7 @@ __all__ = [
     "evaluate_reward_model",
     "load_reward_model",
     "preference_data",
+    "reinitialize",
     "save_reward_model",
     "smooth_targets",
     "train_reward_model",

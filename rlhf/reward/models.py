@@ -24,6 +24,7 @@ is the documented Markovian approximation: each step evaluated alone, at positio
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -138,6 +139,10 @@ class RewardModel(nn.Module, ABC):
     def member_step_rewards(self, features: Tensor) -> Tensor:
         """Each member's reward of each step, taken alone: ``(..., F) -> (E, ...)`` (differentiable)."""
 
+    @abstractmethod
+    def output_parameters(self) -> list[nn.Parameter]:
+        """The weights and biases of the layer that gives the step reward (scaled by ``reinitialize``)."""
+
     def step_rewards(self, features: Tensor) -> Tensor:
         """Ensemble-mean reward of each step, taken alone: ``(..., F) -> (...)``."""
         return self.member_step_rewards(features).mean(dim=0)
@@ -192,6 +197,9 @@ class MLPEnsemble(RewardModel):
     def segment_returns(self, features: Tensor) -> Tensor:
         _check_segments(features, self.config)
         return self.member_step_rewards(features).sum(dim=-1)
+
+    def output_parameters(self) -> list[nn.Parameter]:
+        return [self.weights[-1], self.biases[-1]]
 
     def _activate(self, x: Tensor) -> Tensor:
         if self.config.activation == "tanh":
@@ -286,6 +294,10 @@ class TransformerRewardModel(RewardModel):
         rewards = torch.stack([member(single_steps)[0] for member in self.transformers])
         return unpack(rearrange(rewards, "member step 1 -> member step"), batch_shape, "member *")[0]
 
+    def output_parameters(self) -> list[nn.Parameter]:
+        members = [member for member in self.transformers if isinstance(member, PreferenceTransformer)]
+        return [parameter for member in members for parameter in member.reward_head.parameters()]
+
     @torch.no_grad()
     def member_sequence_rewards(self, features: Tensor, episode_starts: Tensor, first_step: int = 0) -> Tensor:
         """Sliding causal window: step ``t`` is read at the end of a window of the (up to) ``max_length - 1``
@@ -318,6 +330,22 @@ def build_reward_model(config: RewardModelConfig) -> RewardModel:
     if config.kind == "mlp":
         return MLPEnsemble(config)
     return TransformerRewardModel(config)
+
+
+def reinitialize(model: RewardModel, seed: int, output_scale: float = 1.0) -> None:
+    """Give ``model`` fresh weights in place: those ``build_reward_model`` draws for ``seed``, the output layer's
+    (the MLP's last layer, the transformer's reward head) multiplied by ``output_scale``.
+
+    A small ``output_scale`` starts every segment's return near 0, where every label pulls at full strength; from a
+    full-scale start the returns of long segments are spread by several units, and under the random-answer
+    likelihood a label contradicted that confidently hardly pulls at all (``rlhf.reward.trainer``).
+    """
+    check(math.isfinite(output_scale) and output_scale > 0, f"output_scale must be > 0, got {output_scale}")
+    fresh = build_reward_model(dataclasses.replace(model.config, seed=seed))
+    with torch.no_grad():
+        for parameter in fresh.output_parameters():
+            parameter.mul_(output_scale)
+    model.load_state_dict(fresh.state_dict())
 
 
 def _check_segments(features: Tensor, config: RewardModelConfig) -> None:
