@@ -13,6 +13,7 @@ from rlhf.reward import (
     RewardTrainerConfig,
     build_reward_model,
     evaluate_reward_model,
+    reinitialize,
     train_reward_model,
     validation_mask,
 )
@@ -99,3 +100,31 @@ def test_the_random_answer_likelihood_resists_flipped_labels() -> None:
             accuracy.append(evaluate_reward_model(model, test)["accuracy"])
         gaps.append(accuracy[1] - accuracy[0])
     assert np.mean(gaps) > 0.03 and sum(gap > 0 for gap in gaps) >= 4, gaps
+
+
+@pytest.mark.slow
+def test_fresh_weights_unlearn_a_confidently_wrong_ranking() -> None:
+    """A model first trained on reversed labels (a wrong ranking, learned with confidence) then on 200 right ones
+    with the loop's 30 epochs and random-answer rate: continuing from its weights, labels it contradicts
+    confidently barely pull (the likelihood's floor e/2); from fresh small weights (``reinitialize``, as
+    ``--reward-refit`` does) every label pulls. Measured here on seeds 0-5, clean held-out accuracy continuing /
+    fresh: 0.90/0.91, 0.80/0.91, 0.54/0.95, 0.80/0.95, 0.92/0.92, 0.87/0.92."""
+    continued: list[float] = []
+    fresh: list[float] = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        early, later = toy_preferences(100, 10, rng), toy_preferences(200, 10, rng)
+        test = toy_preferences(500, 10, np.random.default_rng(100 + seed))
+        reversed_early = PreferenceData(early.features_a, early.features_b, 1.0 - early.targets)
+        for refit, accuracies in ((False, continued), (True, fresh)):
+            model = build_reward_model(RewardModelConfig(feature_dim=4, seed=seed))
+            wrong = RewardTrainerConfig(epochs=60, lr=3e-3, random_answer_rate=0.1)
+            train_reward_model(model, reversed_early, wrong, np.random.default_rng(seed))
+            assert evaluate_reward_model(model, test)["accuracy"] < 0.3  # it did learn the wrong ranking
+            if refit:
+                reinitialize(model, seed + 1, output_scale=0.02)
+            right = RewardTrainerConfig(epochs=30, lr=1e-3, random_answer_rate=0.1)
+            train_reward_model(model, later, right, np.random.default_rng(seed))
+            accuracies.append(evaluate_reward_model(model, test)["accuracy"])
+    assert min(fresh) > 0.85, fresh
+    assert np.mean(fresh) - np.mean(continued) > 0.03, (continued, fresh)

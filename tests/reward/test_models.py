@@ -19,6 +19,7 @@ from rlhf.reward import (
     TransformerRewardModel,
     build_reward_model,
     load_reward_model,
+    reinitialize,
     save_reward_model,
     train_reward_model,
 )
@@ -136,6 +137,23 @@ def test_bootstrap_makes_members_differ(bootstrap: bool) -> None:
     returns = model.segment_returns(torch.from_numpy(data.features_a).double()).detach()  # mean |return| ~1
     spread = (returns - returns[0]).abs().max().item()
     assert (spread > 0.1) if bootstrap else (spread < 1e-6)
+
+
+@pytest.mark.parametrize("config", [MLP, TRANSFORMER], ids=["mlp", "transformer"])
+def test_reinitialize_draws_the_seeds_weights_with_a_scaled_output_layer(config: RewardModelConfig) -> None:
+    model = build_reward_model(config)
+    _train_one_step(model, toy_preferences(8, 6, np.random.default_rng(0)))
+    reinitialize(model, seed=7, output_scale=0.25)
+    fresh = build_reward_model(RewardModelConfig(**{**config.__dict__, "seed": 7}))
+    scaled = {id(p) for p in model.output_parameters()}
+    assert scaled and len(scaled) < len(list(model.parameters()))
+    for (name, got), want in zip(model.named_parameters(), fresh.parameters(), strict=True):
+        factor = 0.25 if id(got) in scaled else 1.0
+        torch.testing.assert_close(got, want * factor, msg=name)
+    with pytest.raises(ConfigError, match="output_scale"):
+        reinitialize(model, seed=7, output_scale=0.0)
+    with pytest.raises(ConfigError, match="output_scale"):
+        reinitialize(model, seed=7, output_scale=float("nan"))
 
 
 def test_bad_configs_and_inputs_raise_config_error() -> None:

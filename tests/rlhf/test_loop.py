@@ -225,6 +225,21 @@ def test_adaptive_l2_in_the_loop_logs_and_checkpoints_its_coefficient(tmp_path: 
     assert checkpoint["loop"]["l2"] == {"coefficient": coefficients[-1]}
 
 
+def test_reward_refit_trains_each_later_round_from_fresh_weights(tmp_path: Path) -> None:
+    """--reward-refit: every round still trains (and logs) the reward model, the setting is saved with the run, and
+    the final model is not the one that continuing from the earlier rounds' weights gives (same seed, same
+    labels up to the last round)."""
+    config = dataclasses.replace(TINY, teacher="mistake", teacher_epsilon=0.3, eval_every=0)
+    for refit in (False, True):
+        run_rlhf(dataclasses.replace(config, reward_refit=refit, out=tmp_path / str(refit)))
+    rows = [json.loads(line) for line in (tmp_path / "True" / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "reward/train_loss" in r]) == 4
+    assert json.loads((tmp_path / "True" / "config.json").read_text())["reward_refit"] is True
+    continued, refitted = (load_reward_model(tmp_path / name / "reward_model") for name in ("False", "True"))
+    pairs = zip(continued.parameters(), refitted.parameters(), strict=True)
+    assert max((a - b).abs().max().item() for a, b in pairs) > 1e-2
+
+
 def test_reward_inputs_follow_the_env_row_unless_chosen(tmp_path: Path) -> None:
     """Pendulum's row reads observations alone (the action columns are the model's ignored features); chosen
     explicitly, the model reads the actions too."""

@@ -107,6 +107,7 @@ def test_resume_keeps_what_a_run_saved_before_later_fields_existed(
     resumed = resume_default(RLHFConfig, out)
     assert resumed.reward_inputs == "observations-actions" and resumed.random_answer_rate == 0.0
     assert resumed.label_filter == "none" and resumed.ending_pair_share == 0.0 and not resumed.reward_warm_start
+    assert not resumed.reward_refit
     capsys.readouterr()
     assert main(["run", "--resume", str(out), "--label-filter", "rime"]) == 2
     assert "drop --label-filter" in capsys.readouterr().err
