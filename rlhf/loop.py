@@ -135,8 +135,9 @@ class RLHFConfig:
     """Candidate pairs scored per query (active selection keeps the most informative)."""
     pool_size: int = 1000
     """Most recent segments that pairs are drawn from."""
-    ensemble_size: int = 3
-    """Reward-model ensemble members (MLP)."""
+    ensemble_size: int = 5
+    """Reward-model ensemble members (MLP). Five rather than three: on Pendulum's tuning seeds the worst runs of the
+    oracle and of the mistaken teachers came out far better (with 20% mistakes 1 run in 20 spun, against 9)."""
     reward_epochs: int = 30
     """Maximum reward-model epochs per round (early stopping on held-out labels)."""
     reward_lr: float = 1e-3

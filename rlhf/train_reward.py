@@ -43,8 +43,8 @@ class TrainRewardConfig:
     """MLP ensemble or Preference Transformer."""
     reward_inputs: Literal["observations", "observations-actions"] = "observations"
     """What the reward model reads of a step: the observation alone, or the observation and the action."""
-    ensemble_size: int = 3
-    """MLP ensemble members."""
+    ensemble_size: int = 5
+    """MLP ensemble members (as ``rlhf run``)."""
     epochs: int = 100
     """Maximum epochs (early stopping on held-out labels)."""
     lr: float = 1e-3
