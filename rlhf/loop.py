@@ -81,7 +81,9 @@ RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         "reward_inputs": "observations",
         "ppo": {"num_envs": 8, "num_steps": 256},
     },
-    "CartPole-v1": {"segment_length": 50, "label_phase": 0.5, "ppo": {}},
+    # gamma 0.99 (rl-zoo's row has 0.98): a learned "still alive" reward varies by a percent or two between states,
+    # and at 0.98 an end 100 steps ahead weighs less than that (a policy drifting off the track at constant speed).
+    "CartPole-v1": {"segment_length": 50, "label_phase": 0.5, "ppo": {"gamma": 0.99}},
     # Sparse goals: -1 a step until the goal (Acrobot, MountainCar), or an action cost and +100 at the goal
     # (MountainCarContinuous). Only segments that reach the goal differ, so half the candidate pairs hold one.
     "Acrobot-v1": {"segment_length": 50, "label_phase": 0.25, "ending_pair_share": 0.5, "ppo": {}},
