@@ -13,10 +13,11 @@ from plotly.subplots import make_subplots
 CARTPOLE_TEACHERS = (("oracle", ()), ("noisy", ("--teacher-beta", "1")), ("mistake", ("--teacher-epsilon", "0.1")))
 CARTPOLE_SEEDS = (0, 1, 2, 3, 4)
 CARTPOLE_BUDGET = ("--labels", "100", "--total-steps", "60000", "--eval-every", "5000")
-# Pendulum with the mistaken teacher: report seed 101 is one of the protocol's failures, seed 100 one of its
-# successes; the oracle on seed 101 shows that the seed itself is not the problem.
+# Pendulum with the mistaken teacher and three ensemble members (the default before 2026-12-06): report seed 101
+# was one of the protocol's failures then, seed 100 one of its successes; the oracle on seed 101 shows that the seed
+# itself is not the problem.
 PENDULUM_RUNS = (("mistake", 100), ("mistake", 101), ("oracle", 101))
-PENDULUM_BUDGET = ("--labels", "200", "--total-steps", "100000")
+PENDULUM_BUDGET = ("--labels", "200", "--total-steps", "100000", "--ensemble-size", "3")
 
 
 def _cartpole_runs() -> tuple[tuple[str, ...], ...]:
@@ -92,7 +93,8 @@ SPECS: list[FigureSpec] = [
         lambda dirs: _two_panels(
             dirs,
             [f"{teacher} seed {seed}" for teacher, seed in PENDULUM_RUNS],
-            "RLHF on Pendulum-v1, 200 labels, 100k steps: the mistaken teacher (eps 0.1) on a good and a bad seed",
+            "RLHF on Pendulum-v1, 200 labels, 100k steps, 3 ensemble members: the mistaken teacher (eps 0.1) on a "
+            "good and a bad seed",
         ),
     ),
 ]
