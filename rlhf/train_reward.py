@@ -33,7 +33,10 @@ from rlhf.segments import absorbing_features, action_columns, action_feature_dim
 
 @dataclass(frozen=True)
 class TrainRewardConfig:
-    """Train a reward model from exported preferences alone; with --ppo-steps, then train PPO on it."""
+    """Train a reward model from exported preferences alone; with --ppo-steps, then train PPO on it.
+
+    The reward-learning defaults are ``rlhf run``'s (``RLHFConfig``), so a model trained here matches the loop's.
+    """
 
     data: Path
     """An export of `rlhf export` (HF dataset folder or JSONL folder)."""
@@ -43,18 +46,18 @@ class TrainRewardConfig:
     """MLP ensemble or Preference Transformer."""
     reward_inputs: Literal["observations", "observations-actions"] = "observations"
     """What the reward model reads of a step: the observation alone, or the observation and the action."""
-    ensemble_size: int = 5
-    """MLP ensemble members (as ``rlhf run``)."""
+    ensemble_size: int = RLHFConfig.ensemble_size
+    """MLP ensemble members."""
     epochs: int = 100
     """Maximum epochs (early stopping on held-out labels)."""
-    lr: float = 1e-3
+    lr: float = RLHFConfig.reward_lr
     """Learning rate."""
-    label_smoothing: float = 0.0
+    label_smoothing: float = RLHFConfig.label_smoothing
     """Label smoothing of the targets."""
-    random_answer_rate: float = 0.1
+    random_answer_rate: float = RLHFConfig.random_answer_rate
     """Assumed share of random answers in the likelihood (Christiano et al. 2017): in [0, 0.5); 0: plain
     Bradley-Terry."""
-    label_filter: Literal["none", "rime"] = "none"
+    label_filter: Literal["none", "rime"] = RLHFConfig.label_filter
     """rime: before each epoch, leave out labels the model contradicts beyond an adaptive threshold and flip
     confidently contradicted ones (Cheng et al. 2024)."""
     val_fraction: float = 0.1
