@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	# torch first: the pinned release is a CPU build on these machines; an unpinned one pulls CUDA (GBs).
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	# The bench extra (Stable-Baselines3) too: mypy checks the side-by-side benchmarks against it; postgres: the
-	# store's PostgreSQL tests (they run when RLHF_TEST_POSTGRES_URL names a server, as in .ci/run).
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench,postgres]"
+	# store's PostgreSQL tests (they run when RLHF_TEST_POSTGRES_URL names a server, as in .ci/run); mujoco: the
+	# MuJoCo tasks' tests.
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev,bench,postgres,mujoco]"
 	touch $(STAMP)
 
 lint: setup

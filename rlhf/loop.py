@@ -31,7 +31,7 @@ from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, nex
 from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
 from rlhf.labelers import estimate_labeler_quality, label_weights
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
-from rlhf.render import render_policy_clip, render_segments
+from rlhf.render import MUJOCO_VIEWS, check_mujoco_rendering, render_policy_clip, render_segments
 from rlhf.reward import (
     LearnedReward,
     PreferenceData,
@@ -89,6 +89,14 @@ RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Acrobot-v1": {"segment_length": 50, "label_phase": 0.25, "ending_pair_share": 0.5, "ppo": {}},
     "MountainCar-v0": {"segment_length": 50, "label_phase": 0.25, "ending_pair_share": 0.5, "ppo": {}},
     "MountainCarContinuous-v0": {"segment_length": 50, "label_phase": 0.25, "ending_pair_share": 0.5, "ppo": {}},
+    # MuJoCo (Christiano et al. 2017's robots): 50-step clips (Hopper's play in 1 s at 50 fps, the pendulums' in 2 s).
+    # Balancing tasks are learned early, so their labels come in the first quarter; locomotion keeps improving, so
+    # its labels are spread over the first half (segments of the later, faster gaits need judging too).
+    "InvertedPendulum-v5": {"segment_length": 50, "label_phase": 0.25, "ppo": {}},
+    "InvertedDoublePendulum-v5": {"segment_length": 50, "label_phase": 0.25, "ppo": {}},
+    "Hopper-v5": {"segment_length": 50, "label_phase": 0.5, "ppo": {}},
+    "HalfCheetah-v5": {"segment_length": 50, "label_phase": 0.5, "ppo": {}},
+    "Walker2d-v5": {"segment_length": 50, "label_phase": 0.5, "ppo": {}},
 }
 
 
@@ -259,6 +267,8 @@ class RLHFConfig:
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
         self.ppo().validate()
         self.make_teacher()
+        if self.human and self.env in MUJOCO_VIEWS:
+            check_mujoco_rendering()  # people see clips: refuse before the run folder exists, not at the first query
         horizon = _horizon(self.env)
         length = self.resolved_segment_length
         check(length >= 1, f"--segment-length must be at least 1, got {length}")

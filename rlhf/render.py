@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
+from baselines.common.envs import make_env  # also sets MUJOCO_GL=egl on headless machines
 from baselines.common.errors import ConfigError
 from rlhf.segments import Segment
 
@@ -213,33 +215,161 @@ STATE_FROM_OBS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+MAX_CLIP_FPS = 50.0
+"""Clips play at the env's ``render_fps`` up to this: MuJoCo's 125 fps Hopper would show a 50-step segment in 0.4 s,
+too short to judge; at 50 fps it lasts 1 s (2.5x slow motion), and the classic-control envs (30-50 fps) are
+unchanged."""
+
+
 def env_fps(env_id: str) -> float:
-    """The env's ``render_fps`` (30 if it declares none)."""
+    """A clip's frame rate: the env's ``render_fps`` (30 if it declares none), at most :data:`MAX_CLIP_FPS`."""
     env = gym.make(env_id)
     try:
-        return float(env.metadata.get("render_fps") or 30)
+        return min(float(env.metadata.get("render_fps") or 30), MAX_CLIP_FPS)
     finally:
         env.close()
+
+
+# MuJoCo: the picture depends on the joint positions (qpos) alone, which the v5 tasks observe, except that the
+# locomotion tasks leave out the forward position x. It is integrated from the observed x velocity: the camera
+# tracks the body, so x shows only as the floor scrolling by; its drift over a clip is under a centimetre.
+def _qpos_observed(obs: np.ndarray, nq: int, dt: float) -> np.ndarray:
+    return obs[:, :nq]
+
+
+def _qpos_double_pendulum(obs: np.ndarray, nq: int, dt: float) -> np.ndarray:
+    """obs = [cart x, sin(hinges), cos(hinges), ...]."""
+    return np.stack([obs[:, 0], np.arctan2(obs[:, 1], obs[:, 3]), np.arctan2(obs[:, 2], obs[:, 4])], axis=1)
+
+
+def _qpos_locomotion(obs: np.ndarray, nq: int, dt: float) -> np.ndarray:
+    """obs = [qpos without x, x velocity, ...]; x starts at 0 on the segment's first step and follows the
+    trapezoid rule (a fifth of the drift of the end-of-step velocity alone on Hopper and Walker2d)."""
+    x_velocity = obs[:, nq - 1]
+    x = np.concatenate([[0.0], np.cumsum((x_velocity[1:] + x_velocity[:-1]) / 2) * dt])
+    return np.concatenate([x[:, None], obs[:, : nq - 1]], axis=1)
+
+
+@dataclass(frozen=True)
+class MujocoView:
+    """How a MuJoCo task's clips are drawn: its joint positions from an observation, and the camera.
+
+    Attributes:
+        qpos: ``(obs (T, obs_dim), nq, dt) -> qpos (T, nq)``.
+        camera: ``mjvCamera`` fields (distance, elevation, azimuth, lookat); ``trackbodyid`` makes it a tracking
+            camera that follows that body (gymnasium's own renderer keeps the camera still, so a hopper that hops
+            two metres leaves the picture).
+    """
+
+    qpos: Callable[[np.ndarray, int, float], np.ndarray]
+    camera: dict[str, Any]
+
+
+_WALKER_CAMERA = {"trackbodyid": 1, "distance": 3.0, "elevation": -20.0}
+MUJOCO_VIEWS: dict[str, MujocoView] = {
+    "InvertedPendulum-v5": MujocoView(_qpos_observed, {"distance": 2.04}),
+    "InvertedDoublePendulum-v5": MujocoView(
+        _qpos_double_pendulum, {"distance": 2.6, "elevation": -5.0, "lookat": (0.0, 0.0, 0.55)}
+    ),
+    "Hopper-v5": MujocoView(_qpos_locomotion, _WALKER_CAMERA),
+    "Walker2d-v5": MujocoView(_qpos_locomotion, {**_WALKER_CAMERA, "distance": 4.0}),
+    "HalfCheetah-v5": MujocoView(_qpos_locomotion, {**_WALKER_CAMERA, "distance": 4.0}),
+}
+MUJOCO_FRAME_SIZE = (240, 320)
+"""Height and width of MuJoCo clip frames (software EGL renders Hopper at this size at ~30 fps on one core)."""
+
+
+def mujoco_gl_error(error: BaseException) -> ConfigError:
+    """The one-line error for a MuJoCo that cannot render: what to install or set."""
+    backend = os.environ.get("MUJOCO_GL") or "default"
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return ConfigError(
+        f"MuJoCo cannot render (MUJOCO_GL={backend}: {reason}); headless machines need EGL: "
+        "apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri, and MUJOCO_GL=egl (set by default when no DISPLAY is)"
+    )
+
+
+def check_mujoco_rendering() -> None:
+    """Raise the one-line :func:`mujoco_gl_error` unless MuJoCo can open an offscreen OpenGL context here."""
+    try:
+        import mujoco  # type: ignore[import-untyped]
+
+        renderer = _offscreen_renderer(mujoco, mujoco.MjModel.from_xml_string("<mujoco/>"), (16, 16))
+        renderer.close()
+    except Exception as error:  # GL backends fail with ImportError, RuntimeError, AttributeError...
+        raise mujoco_gl_error(error) from None
+
+
+def _offscreen_renderer(mujoco: Any, model: Any, size: tuple[int, int]) -> Any:
+    """``mujoco.Renderer`` of ``size`` (height, width); the GLFW backend's warnings (one per failed call, several
+    lines each) are silenced, since a failure becomes the one-line :func:`mujoco_gl_error`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mujoco.Renderer(model, *size)
+
+
+def mujoco_frames(env_id: str, obs: np.ndarray) -> np.ndarray:
+    """``(T, H, W, 3)`` frames of a MuJoCo task's observations (:data:`MUJOCO_VIEWS`), without shadows (software
+    OpenGL draws them at a quarter of the speed)."""
+    import mujoco
+
+    view = MUJOCO_VIEWS[env_id]
+    env = make_env(env_id)
+    try:
+        unwrapped: Any = env.unwrapped
+        model, data = unwrapped.model, unwrapped.data
+        qpos = view.qpos(np.asarray(obs, dtype=np.float64), model.nq, float(unwrapped.dt))
+        try:
+            renderer = _offscreen_renderer(mujoco, model, MUJOCO_FRAME_SIZE)
+        except Exception as error:  # see check_mujoco_rendering
+            raise mujoco_gl_error(error) from None
+        try:
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            camera = mujoco.MjvCamera()
+            mujoco.mjv_defaultFreeCamera(model, camera)
+            for key, value in view.camera.items():
+                if key == "lookat":
+                    camera.lookat[:] = value
+                else:
+                    setattr(camera, key, value)
+            if "trackbodyid" in view.camera:
+                camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+            frames = []
+            for position in qpos:
+                data.qpos[:] = position
+                data.qvel[:] = 0.0
+                mujoco.mj_forward(model, data)
+                renderer.update_scene(data, camera)
+                frames.append(renderer.render().copy())
+        finally:
+            renderer.close()
+    finally:
+        env.close()
+    return np.stack(frames)
 
 
 def frames_from_obs(env_id: str, obs: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
     """Rebuild ``rgb_array`` frames from observations, for envs whose picture depends only on the state.
 
     Args:
-        env_id: one of :data:`STATE_FROM_OBS`.
+        env_id: one of :data:`STATE_FROM_OBS` (the frames equal ``env.render()``'s) or :data:`MUJOCO_VIEWS`
+            (:func:`mujoco_frames`: a tracking camera, no shadows).
         obs: ``(T, *obs_shape)`` observations of the real steps.
         actions: ``(T, ...)`` env actions; Pendulum draws the previous step's torque, taken from here.
 
     Returns:
-        ``(T, H, W, 3)`` uint8 frames, equal to what ``env.render()`` showed at those steps.
+        ``(T, H, W, 3)`` uint8 frames (for classic control, equal to what ``env.render()`` showed at those steps).
 
     Raises:
         ConfigError: the env is not one whose frames can be rebuilt (record frames during rollouts instead).
     """
+    if env_id in MUJOCO_VIEWS:
+        return mujoco_frames(env_id, obs)
     to_state = STATE_FROM_OBS.get(env_id)
     if to_state is None:
+        known = ", ".join([*STATE_FROM_OBS, *MUJOCO_VIEWS])
         raise ConfigError(
-            f"frames of {env_id} cannot be rebuilt from observations (known: {', '.join(STATE_FROM_OBS)}); "
+            f"frames of {env_id} cannot be rebuilt from observations (known: {known}); "
             "record them during rollouts (Segment.frames)"
         )
     env = gym.make(env_id, render_mode="rgb_array")
@@ -348,18 +478,22 @@ def render_policy_clip(
     """
     from baselines.common.evaluation import EVAL_SEED_OFFSET
 
-    env = gym.make(env_id, render_mode="rgb_array")
+    mujoco = env_id in MUJOCO_VIEWS  # drawn afterwards from the observations, as the labeling page's clips are
+    env = gym.make(env_id, render_mode=None if mujoco else "rgb_array")
     try:
         obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET)
-        frames = []
+        frames, observations = [], []
         for _ in range(max_steps):
-            frame = env.render()
-            if not isinstance(frame, np.ndarray) or frame.ndim != 3:
-                raise ConfigError(f"{env_id} renders no rgb_array frames; its policy cannot be shown as a clip")
-            frames.append(np.asarray(frame, dtype=np.uint8))
+            observations.append(np.asarray(obs))
+            if not mujoco:
+                frame = env.render()
+                if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+                    raise ConfigError(f"{env_id} renders no rgb_array frames; its policy cannot be shown as a clip")
+                frames.append(np.asarray(frame, dtype=np.uint8))
             obs, _, terminated, truncated, _ = env.step(act(np.asarray(obs)[None])[0])
             if terminated or truncated:
                 break
     finally:
         env.close()
-    return render_clip(np.stack(frames), len(frames), path, env_fps(env_id), max_width)
+    clip = mujoco_frames(env_id, np.stack(observations)) if mujoco else np.stack(frames)
+    return render_clip(clip, len(clip), path, env_fps(env_id), max_width)

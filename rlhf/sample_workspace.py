@@ -17,7 +17,7 @@ import numpy as np
 import tyro
 
 from baselines.common.errors import ConfigError
-from rlhf.render import render_segments
+from rlhf.render import MUJOCO_VIEWS, env_fps, render_segments
 from rlhf.segments import Segment, SegmentCutter, describe_action_space
 from rlhf.store import PreferenceStore
 
@@ -73,18 +73,19 @@ def build_workspace(
     if segments < 2:
         raise ConfigError(f"a workspace needs at least two segments, not {segments}")
     rng = np.random.default_rng(seed)
-    collected = collect_segments(env_id, segments, segment_length, seed, frames=clips)
+    # MuJoCo clips are drawn from the observations afterwards (rlhf.render.mujoco_frames), as the loop draws them.
+    mujoco = env_id in MUJOCO_VIEWS
+    collected = collect_segments(env_id, segments, segment_length, seed, frames=clips and not mujoco)
     store = PreferenceStore(folder / "prefs.sqlite")
     env = gym.make(env_id)
     try:
         obs_shape = tuple(env.observation_space.shape or ())
         store.bind_env(env_id, obs_shape, describe_action_space(env.action_space), segment_length)
-        fps = float(env.metadata.get("render_fps", 30))
     finally:
         env.close()
     store.add_segments(collected)
     if clips:
-        render_segments(store, collected, folder / "clips", fps)
+        render_segments(store, collected, folder / "clips", env_fps(env_id), env_id=env_id if mujoco else None)
     add_random_queries(store, [s.id for s in collected], queries, rng, labels_wanted)
     return store
 

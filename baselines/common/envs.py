@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -10,6 +12,13 @@ import gymnasium as gym
 import numpy as np
 
 from baselines.common.errors import ConfigError
+
+# MuJoCo picks its OpenGL backend when it is first imported: without a display, offscreen EGL (the default, GLFW,
+# needs an X server). A user's own MUJOCO_GL wins.
+if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+MUJOCO_INSTALL = 'pip install "rlhf-pipeline[mujoco]"'
 
 # This package's envs by id. Entry points are strings: gymnasium imports the env's module at its first make.
 ENTRY_POINTS = {
@@ -29,10 +38,22 @@ def check_env_id(env_id: str) -> None:
     """Raise ConfigError naming close matches when gymnasium does not know ``env_id``."""
     register_envs()
     if env_id in gym.registry:
+        if "mujoco" in str(gym.registry[env_id].entry_point):
+            check_mujoco(env_id)
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; e.g. CartPole-v1, Pendulum-v1, Acrobot-v1"
     raise ConfigError(f"unknown env id '{env_id}'{hint}")
+
+
+def check_mujoco(env_id: str) -> None:
+    """Raise a one-line ConfigError when MuJoCo, which ``env_id`` needs, is not installed or cannot load."""
+    try:
+        import mujoco  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{env_id} needs MuJoCo, which is not installed: {MUJOCO_INSTALL}") from None
+    except RuntimeError as error:  # e.g. an invalid MUJOCO_GL
+        raise ConfigError(f"MuJoCo cannot load ({error}); unset MUJOCO_GL or set it to egl, osmesa or glfw") from None
 
 
 def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.Env[Any, Any]:
