@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.common.checkpoint import load_checkpoint
 from baselines.common.errors import ConfigError
 from baselines.common.evaluation import evaluate_policy
-from baselines.ppo import PPOConfig, collect_rollout, init_ppo, ppo_update, train_ppo
+from baselines.ppo import PPOConfig, collect_rollout, init_ppo, load_state, ppo_update, train_ppo
 from rlhf.cli import main
 
 
@@ -179,3 +180,29 @@ def test_mujoco_smoke(tmp_path: Path) -> None:
     assert summary["env_steps"] == 2048 and summary["eval_return_mean"] > 0.0
     checkpoint = torch.load(tmp_path / "m" / "checkpoint.pt")
     assert checkpoint["obs_rms"]["count"] > 2048  # normalization statistics travel with the checkpoint
+
+
+def test_normalization_statistics_round_trip_through_the_checkpoint_and_drive_evaluation(tmp_path: Path) -> None:
+    """Hopper's observations span very different scales: the policy a checkpoint restores acts as the trained one only
+    with the saved observation statistics, and evaluating it reproduces the run's final evaluation."""
+    cfg = PPOConfig.defaults_for("Hopper-v5", total_steps=3072, num_steps=1024, eval_episodes=3, out=tmp_path / "h")
+    summary = train_ppo(cfg)
+    checkpoint = load_checkpoint(tmp_path / "h" / "checkpoint.pt")
+    assert checkpoint["obs_rms"]["count"] > 3072 and checkpoint["reward_rms"]["count"] > 3072
+
+    restored = init_ppo(cfg)
+    load_state(restored, checkpoint)
+    assert restored.obs_normalizer is not None and restored.reward_scaler is not None
+    np.testing.assert_allclose(restored.obs_normalizer.stats.mean, checkpoint["obs_rms"]["mean"])
+    np.testing.assert_allclose(restored.reward_scaler.stats.var, checkpoint["reward_rms"]["var"])
+    returns = evaluate_policy(restored.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
+    assert returns.mean() == pytest.approx(summary["eval_return_mean"], rel=1e-6)
+
+    # The same weights behind fresh (identity) statistics act differently: the statistics are what evaluation used.
+    unnormalized = init_ppo(cfg)
+    unnormalized.agent.params.data.copy_(checkpoint["params"])
+    obs = np.stack([restored.envs.reset(seed=s)[0][0] for s in range(8)])
+    gap = np.abs(restored.policy()(obs) - unnormalized.policy()(obs)).max()
+    assert gap > 0.05, gap
+    restored.envs.close()
+    unnormalized.envs.close()
