@@ -120,6 +120,9 @@ class Row:
 PENDULUM: dict[str, Any] = {"env": "Pendulum-v1", "labels": 200, "total_steps": 100_000}
 CARTPOLE: dict[str, Any] = {"env": "CartPole-v1", "labels": 100, "total_steps": 100_000}
 MISTAKE: dict[str, Any] = {"teacher": "mistake", "teacher_epsilon": 0.1}
+INVERTED_PENDULUM: dict[str, Any] = {"env": "InvertedPendulum-v5", "labels": 50, "total_steps": 100_000}
+DOUBLE_PENDULUM: dict[str, Any] = {"env": "InvertedDoublePendulum-v5", "total_steps": 1_000_000}
+HOPPER: dict[str, Any] = {"env": "Hopper-v5", "total_steps": 1_000_000}
 ROWS: tuple[Row, ...] = (
     Row("pendulum-oracle-50k", {**PENDULUM, "total_steps": 50_000}, Target(median=-200)),
     Row("pendulum-oracle-100k", PENDULUM, Target(median=-180, worst=-300)),
@@ -131,6 +134,19 @@ ROWS: tuple[Row, ...] = (
     Row("acrobot-oracle", {"env": "Acrobot-v1", "labels": 300, "total_steps": 200_000}, Target(median=-100)),
     Row("mountaincar-oracle", {"env": "MountainCar-v0", **MOUNTAIN_CAR_BUDGET}),
     Row("mountaincarcontinuous-oracle", {"env": "MountainCarContinuous-v0", **MOUNTAIN_CAR_BUDGET}),
+    # MuJoCo (issue 14): Christiano et al. 2017's label-efficiency comparison (their Figure 1), oracle labels at
+    # three budgets and the mistake teacher at the middle one, beside PPO on the true reward at the same steps.
+    Row("invertedpendulum-oracle", INVERTED_PENDULUM, Target(median=1000)),
+    *(
+        Row(f"{name}-oracle-{labels}", {**budget, "labels": labels}, target if labels == 700 else Target())
+        for name, budget, target in (
+            ("doublependulum", DOUBLE_PENDULUM, Target(median=8000)),
+            ("hopper", HOPPER, Target(normalized_median=0.8)),
+        )
+        for labels in (350, 700, 1400)
+    ),
+    Row("doublependulum-mistake-700", {**DOUBLE_PENDULUM, **MISTAKE, "labels": 700}),
+    Row("hopper-mistake-700", {**HOPPER, **MISTAKE, "labels": 700}, Target(normalized_median=0.6)),
 )
 
 

@@ -106,6 +106,9 @@ class Target:
     worst: float | None = None
     threshold: float | None = None
     min_hit_fraction: float | None = None
+    normalized_median: float | None = None
+    """Least median normalized score, (RLHF - random) / (PPO true - random): issue 14's "share of PPO on the true
+    reward's return" (the random policy's return taken off both, so a near-random RLHF policy cannot pass)."""
 
     @property
     def hit_threshold(self) -> float | None:
@@ -116,16 +119,21 @@ class Target:
         parts += [f"worst >= {self.worst:g}"] if self.worst is not None else []
         if self.min_hit_fraction is not None:
             parts.append(f">= {self.hit_threshold:g} on {self.min_hit_fraction:.0%} of seeds")
+        if self.normalized_median is not None:
+            parts.append(f"normalized median >= {self.normalized_median:g}")
         return ", ".join(parts) or "report only"
 
-    def met(self, returns: np.ndarray) -> bool | None:
-        """Whether ``returns`` (one per seed) meet every part of the target; None without a target or returns."""
+    def met(self, returns: np.ndarray, normalized: np.ndarray | None = None) -> bool | None:
+        """Whether ``returns`` (one per seed) and ``normalized`` (the seeds' normalized scores, where defined) meet
+        every part of the target; None without a target or returns."""
         if self == Target() or len(returns) == 0:
             return None
         ok = self.median is None or median(returns) >= self.median
         ok &= self.worst is None or float(returns.min()) >= self.worst
         if self.min_hit_fraction is not None and self.hit_threshold is not None:
             ok &= hits(returns, self.hit_threshold) >= self.min_hit_fraction * len(returns) - 1e-9
+        if self.normalized_median is not None:
+            ok &= normalized is not None and len(normalized) > 0 and median(normalized) >= self.normalized_median
         return ok
 
 
@@ -180,7 +188,7 @@ def table_rows(results: Sequence[RowResult], reps: int = BOOTSTRAP_REPS) -> list
         norm_cell = "-" if normalized is None else _interval(normalized.iqm, 2)
         if normalized is not None and normalized.n < len(result.seeds):
             norm_cell += f" (n={normalized.n})"
-        met = target.met(result.rlhf)
+        met = target.met(result.rlhf, result.normalized)
         table.append(
             [
                 result.name,

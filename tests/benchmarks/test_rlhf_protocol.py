@@ -83,6 +83,17 @@ def test_targets_as_issue_12_states_them() -> None:
     assert Target().met(np.array([-1000.0])) is None and pendulum.met(np.array([])) is None
 
 
+def test_a_share_of_ppo_on_the_true_reward_as_issue_14_states_it() -> None:
+    """Hopper with 700 labels: the median normalized score, (RLHF - random) / (PPO true - random), reaches 0.8."""
+    hopper = Target(normalized_median=0.8)
+    returns = np.array([2500.0, 2600.0, 900.0])
+    assert hopper.met(returns, np.array([0.82, 0.85, 0.3])) is True
+    assert hopper.met(returns, np.array([0.82, 0.79, 0.3])) is False
+    assert hopper.met(returns, np.array([])) is False  # PPO beat random on no seed: nothing shows the share
+    assert hopper.met(returns) is False
+    assert "normalized median >= 0.8" in hopper.describe()
+
+
 # ------------------------------------------------------------------------------------------------- settings
 def test_seed_sets_are_disjoint_and_report_on_ten_seeds() -> None:
     assert len(protocol.REPORT_SEEDS) >= 10
