@@ -31,6 +31,8 @@ Speed (s per 50k env steps, the whole run) is only comparable with the 35 s targ
 The table is printed (``--markdown FILE`` writes it for the docs).
 
 Run (hours on 2 cores): ``python benchmarks/rlhf_protocol.py --seeds report --jobs 2 --markdown runs/rlhf.md``.
+The MuJoCo rows (issue 14) run 1M steps each, 5-12 min a run here: ``--rows 'hopper-*,doublependulum-*'`` on the
+ten report seeds is 80 RLHF and 20 PPO runs, a night on 2 cores; ``--num-seeds 3`` a first look.
 Tuning: ``--seeds tuning --rows 'pendulum-*' --set random_answer_rate=0.1``. Smoke: ``--rows cartpole-oracle
 --num-seeds 2 --set total_steps=4096 --set labels=20``. ``--list`` shows the rows; ``--no-run`` only summarizes.
 """
@@ -192,9 +194,13 @@ def ppo_true_config(config: RLHFConfig) -> PPOConfig:
     return dataclasses.replace(config.ppo(), normalize_reward=env_default)
 
 
-def _git(*args: str) -> str:
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
+    """git's stdout, run at the repository's root (pathspecs are relative to it); "" when git fails."""
     try:
-        done = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     except OSError:
         return ""
     return done.stdout if done.returncode == 0 else ""
@@ -206,15 +212,14 @@ def git_commit() -> str:
 
 
 @functools.cache
-def code_version() -> str:
+def code_version(root: Path = REPO_ROOT) -> str:
     """Hash of the code that runs: the committed trees of ``baselines/`` and ``rlhf/`` and any uncommitted change
     to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not."""
-    trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf")
+    trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf", cwd=root)
     if not trees:
         return "unknown"
-    changed = _git("diff", "HEAD", "--", "baselines", "rlhf")
-    root = Path(_git("rev-parse", "--show-toplevel").strip())
-    for name in _git("ls-files", "--others", "--exclude-standard", "--", "baselines", "rlhf").split():
+    changed = _git("diff", "HEAD", "--", "baselines", "rlhf", cwd=root)
+    for name in _git("ls-files", "--others", "--exclude-standard", "--", "baselines", "rlhf", cwd=root).split():
         changed += name + (root / name).read_bytes().hex()
     return hashlib.sha256((trees + changed).encode()).hexdigest()[:10]
 
