@@ -17,7 +17,7 @@ import numpy as np
 import tyro
 
 from baselines.common.errors import ConfigError
-from rlhf.render import MUJOCO_VIEWS, env_fps, render_segments
+from rlhf.render import MUJOCO_VIEWS, render_segments
 from rlhf.segments import Segment, SegmentCutter, describe_action_space
 from rlhf.store import PreferenceStore
 
@@ -85,7 +85,7 @@ def build_workspace(
         env.close()
     store.add_segments(collected)
     if clips:
-        render_segments(store, collected, folder / "clips", env_fps(env_id), env_id=env_id if mujoco else None)
+        render_segments(store, collected, folder / "clips", env_id=env_id)  # at the env's clip rate (env_fps)
     add_random_queries(store, [s.id for s in collected], queries, rng, labels_wanted)
     return store
 
