@@ -31,8 +31,8 @@ Speed (s per 50k env steps, the whole run) is only comparable with the 35 s targ
 The table is printed (``--markdown FILE`` writes it for the docs).
 
 Run (hours on 2 cores): ``python benchmarks/rlhf_protocol.py --seeds report --jobs 2 --markdown runs/rlhf.md``.
-The MuJoCo rows (issue 14) run 1M steps each, 5-12 min a run here: ``--rows 'hopper-*,doublependulum-*'`` on the
-ten report seeds is 80 RLHF and 20 PPO runs, a night on 2 cores; ``--num-seeds 3`` a first look.
+The MuJoCo rows (issue 14) run 1M steps each, 5-12 min a run here, so they are ``long``: left out unless ``--rows``
+names them (``'*'``: every row). ``--rows 'hopper-*,doublependulum-*'`` on the ten report seeds is 80 RLHF and 20 PPO runs, a night on 2 cores; ``--num-seeds 3`` a first look.
 Tuning: ``--seeds tuning --rows 'pendulum-*' --set random_answer_rate=0.1``. Smoke: ``--rows cartpole-oracle
 --num-seeds 2 --set total_steps=4096 --set labels=20``. ``--list`` shows the rows; ``--no-run`` only summarizes.
 """
@@ -111,6 +111,8 @@ class Row:
     name: str
     overrides: dict[str, Any]
     target: Target = field(default_factory=Target)
+    long: bool = False
+    """Hours on 2 cores (the MuJoCo rows at 1M steps): run only when ``--rows`` names it, not by default."""
 
     def config(self, sets: dict[str, Any]) -> RLHFConfig:
         """RLHFConfig's defaults, then the row's overrides, then ``--set`` (ConfigError when invalid)."""
@@ -140,23 +142,24 @@ ROWS: tuple[Row, ...] = (
     # three budgets and the mistake teacher at the middle one, beside PPO on the true reward at the same steps.
     Row("invertedpendulum-oracle", INVERTED_PENDULUM, Target(median=1000)),
     *(
-        Row(f"{name}-oracle-{labels}", {**budget, "labels": labels}, target if labels == 700 else Target())
+        Row(f"{name}-oracle-{labels}", {**budget, "labels": labels}, target if labels == 700 else Target(), long=True)
         for name, budget, target in (
             ("doublependulum", DOUBLE_PENDULUM, Target(median=8000)),
             ("hopper", HOPPER, Target(normalized_median=0.8)),
         )
         for labels in (350, 700, 1400)
     ),
-    Row("doublependulum-mistake-700", {**DOUBLE_PENDULUM, **MISTAKE, "labels": 700}),
-    Row("hopper-mistake-700", {**HOPPER, **MISTAKE, "labels": 700}, Target(normalized_median=0.6)),
+    Row("doublependulum-mistake-700", {**DOUBLE_PENDULUM, **MISTAKE, "labels": 700}, long=True),
+    Row("hopper-mistake-700", {**HOPPER, **MISTAKE, "labels": 700}, Target(normalized_median=0.6), long=True),
 )
 
 
 # ------------------------------------------------------------------------------------------------ settings
 def select_rows(spec: str | None, rows: Sequence[Row] = ROWS) -> list[Row]:
-    """Rows named by ``spec``: comma-separated names or globs (``pendulum-*``); all rows when None."""
+    """Rows named by ``spec``: comma-separated names or globs (``pendulum-*``); when None, every row but the long
+    ones (``make bench`` stays in tens of minutes; ``--rows '*'`` runs them all)."""
     if not spec:
-        return list(rows)
+        return [row for row in rows if not row.long]
     patterns = [part.strip() for part in spec.split(",") if part.strip()]
     for pattern in patterns:
         check(
@@ -423,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"tuning {list(TUNING_SEEDS)} or report {list(REPORT_SEEDS)}",
     )
     parser.add_argument("--num-seeds", type=int, default=None, help="only the first N seeds of the set (smoke runs)")
-    parser.add_argument("--rows", default=None, help="comma-separated row names or globs (default: every row)")
+    parser.add_argument(
+        "--rows",
+        default=None,
+        help="comma-separated row names or globs (default: every row but the long MuJoCo ones; '*': all)",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -148,6 +148,14 @@ def test_rows_by_name_or_glob() -> None:
     assert names[-1] == "acrobot-oracle" and len(names) == 6 and all(n.startswith("pendulum") for n in names[:5])
 
 
+def test_the_default_rows_leave_out_the_long_mujoco_rows_that_globs_still_reach() -> None:
+    default = {row.name for row in protocol.select_rows(None)}
+    assert "invertedpendulum-oracle" in default and "pendulum-oracle-100k" in default
+    assert not any(name.startswith(("hopper", "doublependulum")) for name in default)
+    assert len(protocol.select_rows("hopper-*")) == 4
+    assert len(protocol.select_rows("*")) == len(protocol.ROWS)
+
+
 def test_ppo_on_the_true_reward_uses_the_loops_ppo_with_the_envs_reward_normalization() -> None:
     acrobot = protocol.select_rows("acrobot-oracle")[0].config({})
     loop_ppo, true_ppo = acrobot.ppo(), protocol.ppo_true_config(acrobot)
