@@ -32,7 +32,8 @@ The table is printed (``--markdown FILE`` writes it for the docs).
 
 Run (hours on 2 cores): ``python benchmarks/rlhf_protocol.py --seeds report --jobs 2 --markdown runs/rlhf.md``.
 The MuJoCo rows (issue 14) run 1M steps each, 5-12 min a run here, so they are ``long``: left out unless ``--rows``
-names them (``'*'``: every row). ``--rows 'hopper-*,doublependulum-*'`` on the ten report seeds is 80 RLHF and 20 PPO runs, a night on 2 cores; ``--num-seeds 3`` a first look.
+names them (``'*'``: every row). ``--rows 'hopper-*,doublependulum-*'`` on the ten report seeds is 80 RLHF and 20
+PPO runs, a night on 2 cores; ``--num-seeds 3`` a first look.
 Tuning: ``--seeds tuning --rows 'pendulum-*' --set random_answer_rate=0.1``. Smoke: ``--rows cartpole-oracle
 --num-seeds 2 --set total_steps=4096 --set labels=20``. ``--list`` shows the rows; ``--no-run`` only summarizes.
 """
