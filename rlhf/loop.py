@@ -100,11 +100,19 @@ RLHF_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
         env: {"segment_length": 50, "label_phase": phase, "ppo": {"normalize_reward": True}}
         for env, phase in (
             ("InvertedPendulum-v5", 0.25),
-            ("InvertedDoublePendulum-v5", 0.25),
             ("Hopper-v5", 0.5),
             ("HalfCheetah-v5", 0.5),
             ("Walker2d-v5", 0.5),
         )
+    },
+    # The double pendulum also keeps an entropy bonus (0.01). Without one the policy's std falls to ~0.05, and runs
+    # that failed had parked the cart off centre (|x| 0.5-0.8 on a rail ending at 1), where the learned reward does
+    # not look, and lost the first recovery on 20-40% of starts. With it (700 labels, 1M steps, tuning seeds 0-9):
+    # median 9355, 7 of 10 at >= 8000; without: median 6445, 4 of 10.
+    "InvertedDoublePendulum-v5": {
+        "segment_length": 50,
+        "label_phase": 0.25,
+        "ppo": {"normalize_reward": True, "ent_coef": 0.01},
     },
 }
 
