@@ -165,6 +165,14 @@ def test_ppo_on_the_true_reward_uses_the_loops_ppo_with_the_envs_reward_normaliz
     assert protocol.ppo_true_config(pendulum) == pendulum.ppo()  # Pendulum's PPO does not normalize rewards
 
 
+def test_the_double_pendulums_entropy_bonus_reaches_both_sides_of_the_comparison() -> None:
+    """The loop's row adds PPO's entropy bonus; PPO on the true reward, the reference, must get it too."""
+    for row in protocol.select_rows("doublependulum-*"):
+        config = row.config({})
+        assert config.ppo().ent_coef == protocol.ppo_true_config(config).ent_coef == 0.01
+    assert protocol.select_rows("hopper-oracle-700")[0].config({}).ppo().ent_coef == 0.0
+
+
 def test_random_policy_returns_use_the_evaluation_seeds() -> None:
     first = protocol.random_policy_returns("Pendulum-v1", 3, seed=7)
     np.testing.assert_allclose(first, protocol.random_policy_returns("Pendulum-v1", 3, seed=7))
