@@ -8,19 +8,32 @@ VecNormalize on SB3's side, in both).
 
 Run: ``.venv/bin/python benchmarks/ppo_vs_sb3.py [--env CartPole-v1] [--seeds 5] [--first-seed 0] [--sb3-seeds 1]``
 (needs the ``bench`` extra: ``pip install -e .[bench]``; the MuJoCo envs the ``mujoco`` extra too).
+
+``--jobs 2`` runs two at a time (each single-threaded); the speed ratio stays fair as long as every run shares the
+machine alike, which it does when both sides run under the same ``--jobs``. ``--results FILE`` records each
+finished run as a JSON line (``run_records.py``) and skips runs already there: 1M-step runs of both libraries take
+hours on 2 cores, and a measurement cut off resumes. Our runs are keyed by the code of ``baselines/`` and ``rlhf/``
+and the row's settings, SB3's by its version and the same settings. ``--no-run`` only prints what the file holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from run_records import append_records, code_version, git_commit, load_records, short_hash
 
 from baselines.common.evaluation import evaluate_policy
 from baselines.ppo import PPOConfig, train_ppo
@@ -29,27 +42,60 @@ TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "Hopper-v5": 2500.0, "Ha
 SPEED_TARGETS = {"Hopper-v5": 2.0, "HalfCheetah-v5": 2.0}
 """Steps/s ratio targets; 4.5x elsewhere (issue 11)."""
 PUBLISHED = {
-    "Hopper-v5": "rl-zoo's PPO on Hopper-v3 at 1M steps: 2410 +- 10 (benchmark.md)",
-    "HalfCheetah-v5": "rl-zoo's PPO on HalfCheetah-v3 at 1M steps: 5819 +- 664 (benchmark.md)",
+    "Hopper-v5": "rl-zoo's PPO on Hopper-v3: 2410 +- 10 (one agent); CleanRL's ppo_continuous_action on Hopper-v4: "
+    "2383 +- 272 (its own settings, over seeds)",
+    "HalfCheetah-v5": "rl-zoo's PPO on HalfCheetah-v3: 5819 +- 664 (one agent); CleanRL's ppo_continuous_action on "
+    "HalfCheetah-v4: 1443 +- 46 (its own settings, over seeds)",
+    "Walker2d-v5": "rl-zoo's PPO on Walker2d-v3: 3479 +- 822 (one agent); CleanRL's ppo_continuous_action on "
+    "Walker2d-v4: 2288 +- 572 (its own settings, over seeds)",
 }
+"""At 1M steps: rl-zoo's benchmark.md and CleanRL's benchmark/ppo_continuous_action.md (tag pr-424)."""
+
+Lib = Literal["ours", "sb3"]
 
 
-def run_ours(env_id: str, seed: int, out: Path, steps: dict[str, Any]) -> tuple[float, float]:
-    summary = train_ppo(PPOConfig.defaults_for(env_id, seed=seed, out=out, eval_every=10**9, **steps))
+def sb3_version() -> str | None:
+    try:
+        return metadata.version("stable-baselines3")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: ``lib``'s PPO on ``env_id`` and ``seed`` with the env's row (``total_steps`` overridden
+    when given)."""
+
+    lib: Lib
+    env_id: str
+    seed: int
+    total_steps: int | None = None
+
+    def config(self) -> PPOConfig:
+        steps = {} if self.total_steps is None else {"total_steps": self.total_steps}
+        return PPOConfig.defaults_for(self.env_id, seed=self.seed, **steps)
+
+    @property
+    def key(self) -> str:
+        version = code_version() if self.lib == "ours" else f"stable-baselines3 {sb3_version()}"
+        settings = dataclasses.asdict(dataclasses.replace(self.config(), seed=0, out=None))
+        return f"{self.lib}/{self.env_id}/{short_hash({'lib': self.lib, 'version': version, **settings})}/{self.seed}"
+
+
+def run_ours(config: PPOConfig, out: Path) -> tuple[float, float]:
+    summary = train_ppo(dataclasses.replace(config, out=out, eval_every=10**9))
     return summary["steps_per_second"], summary["eval_return_mean"]
 
 
-def run_sb3(env_id: str, seed: int, steps: dict[str, Any]) -> tuple[float, float]:
+def run_sb3(cfg: PPOConfig) -> tuple[float, float]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    cfg = PPOConfig.defaults_for(env_id, **steps)
-
     def schedule(value: float, kind: str) -> Any:
         return (lambda remaining: value * remaining) if kind == "linear" else value
 
-    envs = make_vec_env(env_id, n_envs=cfg.num_envs, seed=seed)
+    envs = make_vec_env(cfg.env, n_envs=cfg.num_envs, seed=cfg.seed)
     if cfg.normalize_obs or cfg.normalize_reward:
         envs = VecNormalize(envs, norm_obs=cfg.normalize_obs, norm_reward=cfg.normalize_reward, gamma=cfg.gamma)
     activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.activation]
@@ -72,7 +118,7 @@ def run_sb3(env_id: str, seed: int, steps: dict[str, Any]) -> tuple[float, float
             "activation_fn": activation,
             "log_std_init": cfg.log_std_init,
         },
-        seed=seed,
+        seed=cfg.seed,
         device="cpu",
     )
     start = time.perf_counter()
@@ -85,49 +131,123 @@ def run_sb3(env_id: str, seed: int, steps: dict[str, Any]) -> tuple[float, float
             obs = np.asarray(envs.normalize_obs(obs))
         return model.predict(obs, deterministic=True)[0]
 
-    return sps, float(evaluate_policy(act, env_id, 10, seed).mean())
+    return sps, float(evaluate_policy(act, cfg.env, 10, cfg.seed).mean())
 
 
-def _progress(who: str, env_id: str, seed: int, result: tuple[float, float]) -> None:
-    print(f"{who} {env_id} seed {seed}: {result[0]:,.0f} steps/s, eval return {result[1]:.1f}", flush=True)
+def run_job(job: Job) -> dict[str, Any]:
+    """Train and evaluate one job (one torch thread) and return its record."""
+    torch.set_num_threads(1)
+    config = job.config()
+    start = time.perf_counter()
+    if job.lib == "ours":
+        with tempfile.TemporaryDirectory(prefix="ppo-vs-sb3-") as tmp:
+            sps, ret = run_ours(config, Path(tmp))
+    else:
+        sps, ret = run_sb3(config)
+    return {
+        "key": job.key,
+        "lib": job.lib,
+        "env": job.env_id,
+        "seed": job.seed,
+        "total_steps": config.total_steps,
+        "steps_per_second": sps,
+        "return": ret,
+        "wall_seconds": time.perf_counter() - start,
+        "commit": git_commit(),
+        "code": code_version(),
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def _init_worker() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _describe(record: dict[str, Any]) -> str:
+    return (
+        f"{record['lib']:<4} {record['env']} seed {record['seed']}: {record['steps_per_second']:,.0f} steps/s, "
+        f"eval return {record['return']:.1f}"
+    )
+
+
+def run_pending(jobs: Sequence[Job], results: Path, workers: int) -> None:
+    """Run the jobs not yet in ``results`` and append each record as it finishes."""
+    done = load_records(results)
+    pending = [job for job in jobs if job.key not in done]
+    print(f"{len(pending)} runs to do ({len(jobs) - len(pending)} already in {results})", flush=True)
+    if not pending:
+        return
+    if workers == 1:
+        append_records(map(run_job, pending), results, len(pending), _describe)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        append_records(pool.imap_unordered(run_job, pending), results, len(pending), _describe)
+        pool.close()
+        pool.join()
+
+
+def report(env_id: str, jobs: Sequence[Job], records: dict[str, dict[str, Any]]) -> None:
+    """Returns and steps/s of both sides on ``env_id`` from the recorded runs, with targets and published figures."""
+    found = {lib: [records[j.key] for j in jobs if j.env_id == env_id and j.lib == lib and j.key in records]
+             for lib in ("ours", "sb3")}  # fmt: skip
+    planned = {lib: sum(j.env_id == env_id and j.lib == lib for j in jobs) for lib in ("ours", "sb3")}
+    steps = next(j.config().total_steps for j in jobs if j.env_id == env_id)
+    print(f"\n== {env_id}, {steps} steps, the row's settings")
+    for lib, runs in found.items():
+        if not planned[lib]:
+            continue
+        if not runs:
+            print(f"{lib + ':':<5} no run recorded of {planned[lib]}")
+            continue
+        returns = [r["return"] for r in runs]
+        missing = f" ({planned[lib] - len(runs)} of {planned[lib]} not run yet)" if len(runs) < planned[lib] else ""
+        print(f"{lib + ':':<5} {statistics.mean(r['steps_per_second'] for r in runs):,.0f} steps/s; eval returns "
+              f"{[round(r, 1) for r in returns]} (seeds {[r['seed'] for r in runs]}){missing}")  # fmt: skip
+        print(f"      median {statistics.median(returns):.1f}, worst {min(returns):.1f}")
+    if found["ours"] and found["sb3"]:
+        ratio = statistics.mean(r["steps_per_second"] for r in found["ours"]) / statistics.mean(
+            r["steps_per_second"] for r in found["sb3"]
+        )
+        print(f"speed ratio ours / sb3: {ratio:.2f}x (target {SPEED_TARGETS.get(env_id, 4.5)}x)")
+    if env_id in PUBLISHED:
+        print(f"published: {PUBLISHED[env_id]}")
+    target = TARGETS.get(env_id)
+    if target is not None and found["ours"]:
+        hits = sum(r["return"] >= target for r in found["ours"])
+        print(f"our seeds at or above {target}: {hits} of {len(found['ours'])}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", action="append", help="env id (repeatable); default CartPole-v1 and Pendulum-v1")
     parser.add_argument("--seeds", type=int, default=5, help="seeds of our PPO")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--sb3-seeds", type=int, default=1, help="seeds of SB3 (slow: ~25 s / ~70 s each)")
     parser.add_argument("--total-steps", type=int, help="override the row's budget (e.g. a short speed-only check)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    steps = {} if args.total_steps is None else {"total_steps": args.total_steps}
-    for env_id in args.env or ["CartPole-v1", "Pendulum-v1"]:
-        ours: list[tuple[float, float]] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
-                ours.append(run_ours(env_id, seed, Path(tmp) / f"s{seed}", steps))
-                _progress("ours", env_id, seed, ours[-1])
-        theirs: list[tuple[float, float]] = []
-        for seed in range(args.first_seed, args.first_seed + args.sb3_seeds):
-            theirs.append(run_sb3(env_id, seed, steps))
-            _progress("sb3 ", env_id, seed, theirs[-1])
-        our_sps = statistics.mean(s for s, _ in ours)
-        our_returns = [r for _, r in ours]
-        target = TARGETS.get(env_id)
-        print(f"\n== {env_id}, {PPOConfig.defaults_for(env_id, **steps).total_steps} steps, the row's settings")
-        print(f"ours: {our_sps:,.0f} steps/s; eval returns {[round(r, 1) for r in our_returns]}")
-        print(f"      median {statistics.median(our_returns):.1f}, worst {min(our_returns):.1f}")
-        if theirs:  # --sb3-seeds 0: ours only (e.g. returns at 1M, with the speed ratio from a shorter run)
-            sb3_sps = statistics.mean(s for s, _ in theirs)
-            print(f"sb3:  {sb3_sps:,.0f} steps/s; eval returns {[round(r, 1) for _, r in theirs]}")
-            speed_target = SPEED_TARGETS.get(env_id, 4.5)
-            print(f"speed ratio ours / sb3: {our_sps / sb3_sps:.2f}x (target {speed_target}x)")
-        if env_id in PUBLISHED:
-            print(f"published: {PUBLISHED[env_id]}")
-        if target is not None:
-            hits = sum(r >= target for r in our_returns)
-            print(f"seeds at or above {target}: {hits} of {len(our_returns)}")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each")
+    parser.add_argument("--results", type=Path, help="JSON-lines record of finished runs (resumable; default: none)")
+    parser.add_argument("--no-run", action="store_true", help="only report what --results already holds")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.seeds < 0 or args.sb3_seeds < 0 or (args.no_run and args.results is None):
+        parser.error("--jobs must be at least 1, --seeds and --sb3-seeds at least 0; --no-run needs --results")
+    if args.sb3_seeds and not args.no_run and sb3_version() is None:
+        parser.error("stable-baselines3 is not installed: pip install -e '.[bench]' (or --sb3-seeds 0)")
+    envs = args.env or ["CartPole-v1", "Pendulum-v1"]
+    sides: tuple[tuple[Lib, int], ...] = (("sb3", args.sb3_seeds), ("ours", args.seeds))  # SB3's runs are the longest
+    jobs = [
+        Job(lib, env_id, seed, args.total_steps)
+        for env_id in envs
+        for lib, count in sides
+        for seed in range(args.first_seed, args.first_seed + count)
+    ]
+    with tempfile.TemporaryDirectory(prefix="ppo-vs-sb3-") as tmp:
+        results = args.results or Path(tmp) / "results.jsonl"
+        if not args.no_run:
+            run_pending(jobs, results, args.jobs)
+        records = load_records(results)
+    for env_id in envs:
+        report(env_id, jobs, records)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,11 @@ import argparse
 import dataclasses
 import fnmatch
 import functools
-import hashlib
 import json
 import multiprocessing
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +71,7 @@ from rlhf_protocol_stats import (
     text_table,
     write_plot,
 )
+from run_records import append_records, code_version, git_commit, load_records, short_hash
 
 from baselines.common.errors import ConfigError, check
 from baselines.ppo import PPOConfig
@@ -198,36 +197,6 @@ def ppo_true_config(config: RLHFConfig) -> PPOConfig:
     return dataclasses.replace(config.ppo(), normalize_reward=env_default)
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
-    """git's stdout, run at the repository's root (pathspecs are relative to it); "" when git fails."""
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    except OSError:
-        return ""
-    return done.stdout if done.returncode == 0 else ""
-
-
-@functools.cache
-def git_commit() -> str:
-    return _git("rev-parse", "--short", "HEAD").strip() or "unknown"
-
-
-@functools.cache
-def code_version(root: Path = REPO_ROOT) -> str:
-    """Hash of the code that runs: the committed trees of ``baselines/`` and ``rlhf/`` and any uncommitted change
-    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not."""
-    trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf", cwd=root)
-    if not trees:
-        return "unknown"
-    changed = _git("diff", "HEAD", "--", "baselines", "rlhf", cwd=root)
-    for name in _git("ls-files", "--others", "--exclude-standard", "--", "baselines", "rlhf", cwd=root).split():
-        changed += name + (root / name).read_bytes().hex()
-    return hashlib.sha256((trees + changed).encode()).hexdigest()[:10]
-
-
 def settings_hash(kind: Kind, config: RLHFConfig) -> str:
     """Hash of what decides the run's outcome apart from its seed: its resolved config and ``code_version()``."""
     if kind == "rlhf":
@@ -236,8 +205,7 @@ def settings_hash(kind: Kind, config: RLHFConfig) -> str:
         what = dataclasses.asdict(dataclasses.replace(ppo_true_config(config), seed=0, out=None))
     else:
         what = {"env": config.env, "eval_episodes": config.eval_episodes}
-    text = json.dumps({"kind": kind, "code": code_version(), **what}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return short_hash({"kind": kind, "code": code_version(), **what})
 
 
 @dataclass(frozen=True)
@@ -344,23 +312,9 @@ def _init_worker() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # a progress line per job instead of interleaved bars
 
 
-def load_results(path: Path) -> dict[str, dict[str, Any]]:
-    """Records by key (the last one wins); a line cut short by an interrupted write is skipped."""
-    records: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "key" in record:
-                records[record["key"]] = record
-    return records
-
-
 def run_pending(jobs: Sequence[Job], results: Path, workers: int, keep_runs: Path | None) -> None:
     """Run the jobs not yet in ``results`` (longest first), appending each record as it finishes."""
-    done = load_results(results)
+    done = load_records(results)
     pending = sorted(
         {job.key: job for job in jobs if job.key not in done}.values(),
         key=lambda job: (-job.config.total_steps * (job.kind != "random"), KINDS.index(job.kind)),
@@ -368,31 +322,23 @@ def run_pending(jobs: Sequence[Job], results: Path, workers: int, keep_runs: Pat
     print(f"{len(pending)} runs to do ({len(set(job.key for job in jobs)) - len(pending)} already in {results})")
     if not pending:
         return
-    results.parent.mkdir(parents=True, exist_ok=True)
     run = functools.partial(run_job, keep_runs=keep_runs)
     _init_worker()
-    with results.open("a") as file:
-        if file.tell() and not results.read_bytes().endswith(b"\n"):
-            file.write("\n")  # end a line cut short by a kill, so the next record starts on its own line
-        if workers == 1:
-            _append(map(run, pending), file, len(pending))
-        else:
-            with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-                _append(pool.imap_unordered(run, pending), file, len(pending))
-                pool.close()  # then join: leaving the block terminates, which is for a failure
-                pool.join()
+    if workers == 1:
+        append_records(map(run, pending), results, len(pending), _describe)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        append_records(pool.imap_unordered(run, pending), results, len(pending), _describe)
+        pool.close()  # then join: leaving the block terminates, which is for a failure
+        pool.join()
 
 
-def _append(finished: Iterable[dict[str, Any]], file: typing.TextIO, total: int) -> None:
-    for count, record in enumerate(finished, 1):
-        file.write(json.dumps(record, default=str) + "\n")
-        file.flush()
-        print(
-            f"[{count}/{total}] {record['row']} {record['kind']} seed {record['seed']}: return "
-            f"{record['return']:.1f} in {record['wall_seconds']:.0f} s"
-            + (f" ({record['steps_per_second']:.0f} steps/s)" if record["env_steps"] else ""),
-            flush=True,
-        )
+def _describe(record: dict[str, Any]) -> str:
+    return (
+        f"{record['row']} {record['kind']} seed {record['seed']}: return {record['return']:.1f} in "
+        f"{record['wall_seconds']:.0f} s"
+        + (f" ({record['steps_per_second']:.0f} steps/s)" if record["env_steps"] else "")
+    )
 
 
 def collect(
@@ -467,7 +413,7 @@ def run_protocol(args: argparse.Namespace, argv: Sequence[str]) -> int:
     plan = plan_jobs(rows, seeds, sets)
     if not args.no_run:
         run_pending(list(plan.values()), args.results, args.jobs, args.keep_runs)
-    results = collect(rows, seeds, plan, load_results(args.results))
+    results = collect(rows, seeds, plan, load_records(args.results))
     table = table_rows(results, args.reps)
     command = shlex.join(["python", "benchmarks/rlhf_protocol.py", *argv])
     overrides = " ".join(f"{name}={value}" for name, value in sets.items()) or "none"

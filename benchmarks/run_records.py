@@ -1,0 +1,80 @@
+"""Benchmark runs recorded one JSON line each, so that a measurement too long for one sitting resumes where it stopped.
+
+A record is a dict with a ``key`` naming what ran (kind, settings hash, seed); a re-run skips keys already in the file.
+``code_version()`` hashes the code whose behaviour a record measures (``baselines/`` and ``rlhf/``, committed or
+not), so a settings hash built on it makes records of older code stop counting instead of mixing with new ones.
+Used by ``rlhf_protocol.py`` and ``ppo_vs_sb3.py``; ``results/README.md`` says which files are kept in the repo.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
+    """git's stdout, run at the repository's root (pathspecs are relative to it); "" when git fails."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+@functools.cache
+def git_commit() -> str:
+    return _git("rev-parse", "--short", "HEAD").strip() or "unknown"
+
+
+@functools.cache
+def code_version(root: Path = REPO_ROOT) -> str:
+    """Hash of the code that runs: the committed trees of ``baselines/`` and ``rlhf/`` and any uncommitted change
+    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not."""
+    trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf", cwd=root)
+    if not trees:
+        return "unknown"
+    changed = _git("diff", "HEAD", "--", "baselines", "rlhf", cwd=root)
+    for name in _git("ls-files", "--others", "--exclude-standard", "--", "baselines", "rlhf", cwd=root).split():
+        changed += name + (root / name).read_bytes().hex()
+    return hashlib.sha256((trees + changed).encode()).hexdigest()[:10]
+
+
+def short_hash(what: Any) -> str:
+    """12 hex digits of the SHA-256 of ``what`` as sorted JSON (``str`` for what JSON lacks): a settings hash."""
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Records by key (the last one wins); a line cut short by an interrupted write is skipped."""
+    records: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "key" in record:
+                records[record["key"]] = record
+    return records
+
+
+def append_records(
+    finished: Iterable[dict[str, Any]], path: Path, total: int, describe: Callable[[dict[str, Any]], str]
+) -> None:
+    """Append each record to ``path`` as it comes (flushed, so a kill loses at most the run in progress) and print
+    ``[n/total] describe(record)`` for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as file:
+        if file.tell() and not path.read_bytes().endswith(b"\n"):
+            file.write("\n")  # end a line cut short by a kill, so the next record starts on its own line
+        for count, record in enumerate(finished, 1):
+            file.write(json.dumps(record, default=str) + "\n")
+            file.flush()
+            print(f"[{count}/{total}] {describe(record)}", flush=True)
