@@ -389,7 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines results file (resumable)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument(
-        "--plot", type=Path, default=Path("runs/rlhf_protocol/profile.html"), help="performance profile (plotly HTML)"
+        "--plot",
+        type=lambda text: Path(text) if text else None,
+        default=Path("runs/rlhf_protocol/profile.html"),
+        help="performance profile (plotly HTML); '' for none",
     )
     parser.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help="bootstrap resamples")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders under DIR (default: deleted)")

@@ -240,3 +240,8 @@ def test_end_to_end_on_cartpole(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert all(r["env_steps"] >= 2048 for r in records if r["kind"] != "random")
     assert all(r["summary"]["labels_used"] == 10 for r in records if r["kind"] == "rlhf")
     assert "cartpole-oracle  2  " in capsys.readouterr().out
+
+
+def test_an_empty_plot_path_means_no_plot() -> None:
+    assert protocol.build_parser().parse_args(["--plot", ""]).plot is None
+    assert protocol.build_parser().parse_args([]).plot == Path("runs/rlhf_protocol/profile.html")
