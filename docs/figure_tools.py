@@ -17,11 +17,14 @@ RUNS = Path("runs/docs")
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One figure: the ``rlhf`` argument lists of its runs, and how to draw it from their folders."""
+    """One figure: the ``rlhf`` argument lists of its runs, and how to draw it from their folders. ``sources``:
+    other commands whose output it draws (a benchmark's committed records), shown with it but not run by
+    ``docs/figures.py``."""
 
     name: str
     runs: tuple[tuple[str, ...], ...]
     build: Callable[[list[Path]], go.Figure]
+    sources: tuple[str, ...] = ()
 
     def run_dirs(self) -> list[Path]:
         return [RUNS / self.name / str(i) for i in range(len(self.runs))]
@@ -30,7 +33,7 @@ class FigureSpec:
         lines = [
             " ".join(["rlhf", *args, "--out", str(out)]) for args, out in zip(self.runs, self.run_dirs(), strict=True)
         ]
-        return [*lines, f"python docs/figures.py {self.name}"]
+        return [*lines, *self.sources, f"python docs/figures.py {self.name}"]
 
 
 def metric_rows(run_dir: Path) -> list[dict[str, float]]:
