@@ -163,6 +163,7 @@ HEADERS = (
     "worst",
     "PPO true median (worst)",
     "random",
+    "normalized median [95% CI]",
     "normalized IQM [95% CI]",
     "hits",
     "target",
@@ -185,9 +186,11 @@ def table_rows(results: Sequence[RowResult], reps: int = BOOTSTRAP_REPS) -> list
         normalized = Estimate.of(result.normalized, reps)
         target = result.target
         threshold = target.hit_threshold
-        norm_cell = "-" if normalized is None else _interval(normalized.iqm, 2)
+        norm_cells = ["-", "-"]
+        if normalized is not None:
+            norm_cells = [_interval(normalized.median, 2), _interval(normalized.iqm, 2)]
         if normalized is not None and normalized.n < len(result.seeds):
-            norm_cell += f" (n={normalized.n})"
+            norm_cells = [f"{cell} (n={normalized.n})" for cell in norm_cells]
         met = target.met(result.rlhf, result.normalized)
         table.append(
             [
@@ -198,7 +201,7 @@ def table_rows(results: Sequence[RowResult], reps: int = BOOTSTRAP_REPS) -> list
                 "-" if rlhf is None else f"{rlhf.worst:.1f}",
                 "-" if ppo is None else f"{ppo.median[0]:.1f} ({ppo.worst:.1f})",
                 "-" if not len(result.random) else f"{median(result.random):.1f}",
-                norm_cell,
+                *norm_cells,
                 "-"
                 if threshold is None or rlhf is None
                 else f"{hits(result.rlhf, threshold)}/{rlhf.n} >= {threshold:g}",

@@ -211,6 +211,7 @@ def test_a_rerun_skips_finished_runs_and_resumes_an_interrupted_one(
     assert len({r["key"] for r in records}) == 8 and all(r["code"] == run_records.code_version() for r in records)
     out = capsys.readouterr().out
     assert "pendulum-mistake" in out and "0.95" in out  # normalized: (-200 + 1200) / (-150 + 1200) = 0.952
+    assert "normalized median [95% CI]" in out  # the targets of the MuJoCo rows are on it
     assert markdown.read_text().startswith("`python benchmarks/rlhf_protocol.py --rows")
     assert (tmp_path / "p.html").stat().st_size > 0
 
