@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
-import os
 import statistics
 import tempfile
 import time
@@ -33,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from run_records import append_records, code_version, git_commit, load_records, short_hash
+from run_records import code_version, git_commit, load_records, run_and_record, short_hash
 
 from baselines.common.evaluation import evaluate_policy
 from baselines.ppo import PPOConfig, train_ppo
@@ -158,12 +156,6 @@ def run_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _init_worker() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
-
 def _describe(record: dict[str, Any]) -> str:
     return (
         f"{record['lib']:<4} {record['env']} seed {record['seed']}: {record['steps_per_second']:,.0f} steps/s, "
@@ -178,13 +170,7 @@ def run_pending(jobs: Sequence[Job], results: Path, workers: int) -> None:
     print(f"{len(pending)} runs to do ({len(jobs) - len(pending)} already in {results})", flush=True)
     if not pending:
         return
-    if workers == 1:
-        append_records(map(run_job, pending), results, len(pending), _describe)
-        return
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        append_records(pool.imap_unordered(run_job, pending), results, len(pending), _describe)
-        pool.close()
-        pool.join()
+    run_and_record(run_job, pending, results, workers, _describe)
 
 
 def report(env_id: str, jobs: Sequence[Job], records: dict[str, dict[str, Any]]) -> None:

@@ -45,8 +45,6 @@ import dataclasses
 import fnmatch
 import functools
 import json
-import multiprocessing
-import os
 import shlex
 import shutil
 import sys
@@ -71,7 +69,7 @@ from rlhf_protocol_stats import (
     text_table,
     write_plot,
 )
-from run_records import append_records, code_version, git_commit, load_records, short_hash
+from run_records import code_version, git_commit, load_records, run_and_record, short_hash
 
 from baselines.common.errors import ConfigError, check
 from baselines.ppo import PPOConfig
@@ -306,12 +304,6 @@ def run_job(job: Job, keep_runs: Path | None = None) -> dict[str, Any]:
     return make_record(job, summary, time.perf_counter() - start)
 
 
-def _init_worker() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # a progress line per job instead of interleaved bars
-
-
 def run_pending(jobs: Sequence[Job], results: Path, workers: int, keep_runs: Path | None) -> None:
     """Run the jobs not yet in ``results`` (longest first), appending each record as it finishes."""
     done = load_records(results)
@@ -322,15 +314,7 @@ def run_pending(jobs: Sequence[Job], results: Path, workers: int, keep_runs: Pat
     print(f"{len(pending)} runs to do ({len(set(job.key for job in jobs)) - len(pending)} already in {results})")
     if not pending:
         return
-    run = functools.partial(run_job, keep_runs=keep_runs)
-    _init_worker()
-    if workers == 1:
-        append_records(map(run, pending), results, len(pending), _describe)
-        return
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        append_records(pool.imap_unordered(run, pending), results, len(pending), _describe)
-        pool.close()  # then join: leaving the block terminates, which is for a failure
-        pool.join()
+    run_and_record(functools.partial(run_job, keep_runs=keep_runs), pending, results, workers, _describe)
 
 
 def _describe(record: dict[str, Any]) -> str:

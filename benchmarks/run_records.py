@@ -11,10 +11,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+Job = TypeVar("Job")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +82,29 @@ def append_records(
             file.write(json.dumps(record, default=str) + "\n")
             file.flush()
             print(f"[{count}/{total}] {describe(record)}", flush=True)
+
+
+def init_worker() -> None:
+    """One thread per run (the runs are the parallelism) and a progress line per run instead of interleaved bars."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def run_and_record(
+    run: Callable[[Job], dict[str, Any]],
+    jobs: Sequence[Job],
+    path: Path,
+    workers: int,
+    describe: Callable[[dict[str, Any]], str],
+) -> None:
+    """``run`` each job, ``workers`` at a time in spawned processes (in this one when 1), appending each record to
+    ``path`` as it finishes (``append_records``). ``run`` must be picklable: a module-level function or a partial."""
+    init_worker()
+    if workers == 1:
+        append_records(map(run, jobs), path, len(jobs), describe)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker) as pool:
+        append_records(pool.imap_unordered(run, jobs), path, len(jobs), describe)
+        pool.close()  # then join: leaving the block terminates, which is for a failure
+        pool.join()

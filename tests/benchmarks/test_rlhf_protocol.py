@@ -24,13 +24,6 @@ from rlhf_protocol_stats import (
 from baselines.common.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _restore_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """main() sets worker variables (threads, no progress bars) in its process; they must not outlive a test."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TQDM_DISABLE"):
-        monkeypatch.setenv(name, "1")
-
-
 # --------------------------------------------------------------------------------------------- statistics
 def test_iqm_is_the_mean_of_the_middle_half() -> None:
     assert iqm(np.array([1.0, 2, 3, 4, 5, 6, 7, 100])) == pytest.approx(4.5)  # (3 + 4 + 5 + 6) / 4
