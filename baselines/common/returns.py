@@ -34,9 +34,43 @@ def gae(
     not_terminal = 1.0 - terminated.astype(values.dtype)
     carry = gamma * gae_lambda * (1.0 - (terminated | truncated).astype(values.dtype))
     deltas = rewards + gamma * not_terminal * next_values - values
-    advantages = np.zeros_like(values)
-    last = np.zeros(values.shape[1:], dtype=values.dtype)
-    for t in range(len(rewards) - 1, -1, -1):
-        last = deltas[t] + carry[t] * last
-        advantages[t] = last
+    advantages = discounted_sums(deltas, carry)
     return advantages, advantages + values
+
+
+def vtrace(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    gae_lambda: float,
+    log_rhos: np.ndarray,
+    rho_bar: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """V-trace targets (Espeholt et al. 2018, https://arxiv.org/abs/1802.01561 eq. 1) with lambda, as advantages
+    and returns like ``gae``'s, for data an earlier policy ``mu`` collected (all arrays ``(T, N)``).
+
+    ``log_rhos``: ``log pi(a_t|s_t) - log mu(a_t|s_t)``. With ``rho_t = min(rho_bar, pi/mu)`` and
+    ``c_t = lambda min(rho_bar, pi/mu)``: ``delta_t = rho_t (r_t + gamma (1 - terminated_t) V(s_{t+1}) - V(s_t))``,
+    ``A_t = delta_t + gamma c_t (1 - done_t) A_{t+1}`` and ``returns = A + V`` (the target ``v_t``). On-policy
+    (``log_rhos`` 0, ``rho_bar >= 1``) this is ``gae`` exactly.
+    """
+    assert rewards.shape == values.shape == next_values.shape == terminated.shape == log_rhos.shape
+    rhos = np.minimum(np.exp(log_rhos), rho_bar).astype(values.dtype)
+    not_terminal = 1.0 - terminated.astype(values.dtype)
+    carry = gamma * gae_lambda * rhos * (1.0 - (terminated | truncated).astype(values.dtype))
+    deltas = rhos * (rewards + gamma * not_terminal * next_values - values)
+    advantages = discounted_sums(deltas, carry)
+    return advantages, advantages + values
+
+
+def discounted_sums(deltas: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """``A_t = delta_t + carry_t A_{t+1}`` backwards over time (axis 0), ``A_T = 0``."""
+    sums = np.zeros_like(deltas)
+    last = np.zeros(deltas.shape[1:], dtype=deltas.dtype)
+    for t in range(len(deltas) - 1, -1, -1):
+        last = deltas[t] + carry[t] * last
+        sums[t] = last
+    return sums

@@ -1,0 +1,298 @@
+"""GPTO (Generalized Policy Trust Optimization): PPO with a pluggable trust term, rollout reuse and PPG's
+auxiliary phase, top to bottom. No paper carries the name; docs/gpto.md defines it and reports what each piece earns.
+
+PPO's rollouts, GAE, loss and flat-buffer learner are ``baselines/ppo.py``'s, reused. An update:
+
+1. **Data.** The newest rollout and up to ``reuse - 1`` earlier ones (stored with the log-probs ``mu`` of the policy
+   that collected them). Advantages and value targets are V-trace's (``baselines.common.returns.vtrace``) with the
+   current policy ``pi_old`` and critic; each sample's advantage is weighted by ``min(rho_bar, pi_old / mu)`` (the
+   decoupled PPO objective of Hilton et al. 2021, https://arxiv.org/abs/2110.00641). With ``reuse`` 1 the data is
+   on-policy: the weights are 1 and the advantages GAE's, exactly PPO's update.
+2. **Policy phase.** ``n_epochs`` of minibatch steps on ``ppo_loss`` with the trust term (``baselines/trust.py``):
+   clip, adaptive KL penalty, SPO, or the plain surrogate under a hard KL bound, where every step whose batch KL
+   from ``pi_old`` exceeds ``kl_bound`` is halved until it fits, or undone and the update ends.
+3. **Auxiliary phase** (PPG, Cobbe et al. 2021, https://arxiv.org/abs/2009.04416), every ``aux_every`` updates:
+   ``aux_epochs`` over the states of those rollouts of ``0.5 (V_aux(s) - V_targ)^2 + beta_clone KL(pi_before ||
+   pi) + 0.5 (V(s) - V_targ)^2``, ``V_aux`` a head on the policy network; then the policy's change is backtracked
+   until ``KL(pi_before || pi) <= aux_kl_bound``.
+
+Logged per update, for every term: ``trust/kl`` (the batch KL from ``pi_old`` after the update), the ratio's range
+and mean deviation, the share outside ``1 +- epsilon``, and the term's own state (KL coefficient, backtracks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from baselines.common.returns import vtrace
+from baselines.gpto_config import GPTOConfig as GPTOConfig  # re-exported beside the trainer, as PPOConfig
+from baselines.ppo import (
+    ActorCritic,
+    Learner,
+    PPOState,
+    RewardFn,
+    Rollout,
+    init_ppo,
+    load_state,
+    log_probs,
+    optimize,
+    policy_columns,
+    scaled_rewards,
+    state_dict,
+    train_ppo,
+    update_metrics,
+    value_estimates,
+)
+from baselines.ppo_gradient import normalize_advantages
+from baselines.trust import adapt_kl_coef, trust_term
+
+
+@dataclass
+class StoredRollout:
+    """What reuse keeps of a rollout: the normalized observations the policy saw, its actions, the scaled rewards
+    the update used, the episode ends, and ``behaviour_logp``, the log-probs of the policy that acted (``(T, N)``)."""
+
+    norm_obs: np.ndarray
+    norm_next_obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    behaviour_logp: np.ndarray
+
+
+@dataclass
+class GPTOState(PPOState):
+    """PPO's state and GPTO's: the KL coefficient, the stored rollouts and the auxiliary phase's buffer."""
+
+    config: GPTOConfig
+    kl_coef: float = 1.0
+    memory: deque[StoredRollout] = field(default_factory=deque)
+    aux_obs: list[np.ndarray] = field(default_factory=list)
+    aux_targets: list[np.ndarray] = field(default_factory=list)
+
+
+def init_gpto(config: GPTOConfig) -> GPTOState:
+    """PPO's envs and agent (with PPG's auxiliary value head when the phase is on), and GPTO's state."""
+    base = init_ppo(config, aux_outputs=1 if config.aux_every else 0)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(PPOState)}
+    return GPTOState(**fields | {"config": config}, kl_coef=config.kl_coef, memory=deque(maxlen=config.reuse))
+
+
+# ------------------------------------------------------------------------------------------------- the update
+def gpto_update(state: GPTOState, rollout: Rollout, autograd: bool = False) -> dict[str, float]:
+    """One GPTO update (module docstring: data, policy phase, auxiliary phase); returns namespaced metrics."""
+    cfg, agent = state.config, state.agent
+    rewards = scaled_rewards(state, rollout)
+    newest_obs = rollout.norm_obs.reshape(rollout.rewards.size, agent.obs_dim)
+    behaviour = log_probs(agent, newest_obs, rollout.actions.reshape(rollout.rewards.size, *rollout.actions.shape[2:]))
+    state.memory.append(
+        StoredRollout(rollout.norm_obs, rollout.norm_next_obs, rollout.actions, rewards, rollout.terminated,
+                      rollout.truncated, behaviour.reshape(rewards.shape))
+    )  # fmt: skip
+
+    # 1. Data: V-trace advantages and targets under the current policy, importance weights for earlier rollouts.
+    parts, weights, all_returns, all_values = [], [], [], []
+    for stored in state.memory:
+        values, next_values = value_estimates(agent, stored.norm_obs, stored.norm_next_obs)
+        zeros = np.zeros_like(values)
+        part = policy_columns(agent, stored.norm_obs, stored.actions, zeros, zeros, values)
+        log_rhos = (part[2] - stored.behaviour_logp.reshape(-1)).reshape(values.shape)
+        advantages, returns = vtrace(
+            stored.rewards, values, next_values, stored.terminated, stored.truncated, cfg.gamma, cfg.gae_lambda,
+            log_rhos, cfg.rho_bar,
+        )  # fmt: skip
+        parts.append((*part[:3], advantages.reshape(-1), returns.reshape(-1), part[5]))
+        weights.append(np.minimum(np.exp(log_rhos.reshape(-1)), cfg.rho_bar))
+        all_returns.append(returns)
+        all_values.append(values)
+    columns = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+    batch = len(columns[0])
+    full_batch = cfg.batch_size >= batch
+    normalized = full_batch
+    if cfg.reuse > 1:  # normalize once over all the rollouts, then weight: the minibatch sees weighted advantages
+        advantages = normalize_advantages(columns[3]) if cfg.normalize_advantage and batch > 1 else columns[3]
+        columns = (*columns[:3], (advantages * np.concatenate(weights)).astype(np.float32), *columns[4:])
+        normalized = True
+    elif full_batch and cfg.normalize_advantage and batch > 1:  # as ppo_update
+        columns = (*columns[:3], normalize_advantages(columns[3]), *columns[4:])
+
+    # 2. Policy phase with the trust term.
+    trust = trust_term(cfg.trust, state.clip_range, state.kl_coef)
+    guard = KLGuard(agent, columns[0], columns[1], columns[2], cfg.kl_bound, cfg.backtrack_steps)
+    means, stopped_early = optimize(
+        state, columns, trust, full_batch, autograd, guard if cfg.trust == "trust-region" else None, normalized
+    )
+    returns, values = np.concatenate(all_returns, axis=None), np.concatenate(all_values, axis=None)
+    metrics = update_metrics(state, means, stopped_early, returns, values)
+    metrics |= ratio_stats(agent, columns[0], columns[1], columns[2], trust.epsilon)
+    metrics |= {"trust/kl_coef": state.kl_coef, "trust/backtracks": guard.halvings, "trust/rejected": guard.rejected}
+    if cfg.trust == "kl":
+        state.kl_coef = adapt_kl_coef(state.kl_coef, metrics["trust/kl"], cfg.kl_target)
+
+    # 3. PPG's auxiliary phase on the newest rollouts' states and value targets.
+    if cfg.aux_every:
+        state.aux_obs.append(newest_obs)
+        state.aux_targets.append(all_returns[-1].reshape(-1))
+        if len(state.aux_obs) >= cfg.aux_every:
+            metrics |= auxiliary_phase(state, np.concatenate(state.aux_obs), np.concatenate(state.aux_targets))
+            state.aux_obs.clear()
+            state.aux_targets.clear()
+    state.update += 1
+    state.optimizer.lr, state.clip_range = cfg.schedule(state.global_step, state.optimizer.lr, means["approx_kl"])
+    return metrics
+
+
+def batch_kl(agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray, b_logp_old: np.ndarray) -> float:
+    """The k3 estimate ``mean(r - 1 - log r)`` of ``KL(pi_old || pi)`` over a batch ``pi_old`` sampled."""
+    agent.refresh_cpu_copy()
+    log_ratio = log_probs(agent, b_obs, b_actions) - b_logp_old
+    return float(np.mean(np.expm1(log_ratio) - log_ratio))
+
+
+class KLGuard:
+    """The hard trust region: after a step, while the batch KL from ``pi_old`` exceeds ``bound``, halve the step
+    (at most ``steps`` times); a step still above it is undone and ends the update."""
+
+    def __init__(
+        self, agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray, b_logp_old: np.ndarray, bound: float,
+        steps: int,
+    ) -> None:  # fmt: skip
+        self.agent, self.batch, self.bound, self.steps = agent, (b_obs, b_actions, b_logp_old), bound, steps
+        self.halvings, self.rejected = 0, 0
+
+    def __call__(self, before: torch.Tensor) -> bool:
+        data = self.agent.params.data
+        step = data - before
+        for halving in range(self.steps + 1):
+            if batch_kl(self.agent, *self.batch) <= self.bound:
+                return True
+            if halving < self.steps:
+                data.copy_(before + step * 0.5 ** (halving + 1))
+                self.halvings += 1
+        data.copy_(before)
+        self.rejected += 1
+        return False
+
+
+def ratio_stats(
+    agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray, b_logp_old: np.ndarray, epsilon: float
+) -> dict[str, float]:
+    """How far the update moved the policy on its batch: KL, the ratio's range, mean |r - 1|, share outside eps."""
+    agent.refresh_cpu_copy()
+    log_ratio = log_probs(agent, b_obs, b_actions) - b_logp_old
+    ratio = np.exp(log_ratio)
+    return {
+        "trust/kl": float(np.mean(ratio - 1.0 - log_ratio)),
+        "trust/ratio_min": float(ratio.min()),
+        "trust/ratio_max": float(ratio.max()),
+        "trust/ratio_deviation": float(np.mean(np.abs(ratio - 1.0))),
+        "trust/outside_epsilon": float(np.mean(np.abs(ratio - 1.0) > epsilon)),
+    }
+
+
+# -------------------------------------------------------------------------------------- the auxiliary phase
+def auxiliary_phase(state: GPTOState, obs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """PPG's auxiliary phase (module docstring, 3) on ``obs`` (normalized, flat) and their value targets."""
+    cfg, agent = state.config, state.agent
+    device = agent.params.data.device
+    obs_t, targets_t = torch.from_numpy(obs).to(device), torch.from_numpy(targets.astype(np.float32)).to(device)
+    before = agent.params.data.clone()
+    with torch.no_grad():
+        old_policy = policy_distribution(agent, before, obs_t)
+    losses = np.zeros(3)
+    count = 0
+    for _epoch in range(cfg.aux_epochs):
+        perm = torch.from_numpy(state.rng.permutation(len(obs))).to(device)
+        for start in range(0, len(obs), cfg.aux_batch_size):
+            idx = perm[start : start + cfg.aux_batch_size]
+            flat = agent.params.data.detach().requires_grad_()
+            actor, critic = agent.params.bind_copy(flat)
+            out = actor.forward(obs_t[idx], cache=False)
+            aux_value, values = out[:, agent.action_dim], critic.forward(obs_t[idx], cache=False)[:, 0]
+            kl = policy_kl(old_policy, idx, policy_distribution(agent, flat, obs_t[idx], out))
+            aux_loss = 0.5 * ((aux_value - targets_t[idx]) ** 2).mean()
+            value_loss = 0.5 * ((values - targets_t[idx]) ** 2).mean()
+            loss = aux_loss + cfg.aux_clone_coef * kl + value_loss
+            agent.params.grad.copy_(torch.autograd.grad(loss, flat)[0])
+            state.optimizer.clipped_step(cfg.max_grad_norm)
+            losses += [aux_loss.item(), kl.item(), value_loss.item()]
+            count += 1
+    kl_after, halvings = backtrack_policy(agent, before, old_policy, obs_t, cfg.aux_kl_bound, cfg.backtrack_steps)
+    aux_loss, clone_kl, value_loss = (losses / count).tolist()
+    return {"aux/value_loss": value_loss, "aux/aux_value_loss": aux_loss, "aux/clone_kl": clone_kl,
+            "aux/kl": kl_after, "aux/backtracks": float(halvings)}  # fmt: skip
+
+
+PolicyDistribution = tuple[torch.Tensor, torch.Tensor | None]
+"""Categorical log-probs ``(batch, actions)`` and None, or Gaussian means and the log-std."""
+
+
+def policy_distribution(
+    agent: ActorCritic, flat: torch.Tensor, obs: torch.Tensor, out: torch.Tensor | None = None
+) -> PolicyDistribution:
+    """The policy at parameters ``flat`` on ``obs`` (``out``: the actor's output there, when already computed)."""
+    if out is None:
+        out = agent.params.bind_copy(flat)[0].forward(obs, cache=False)
+    out = agent.policy_out(out)
+    if agent.discrete:
+        return torch.log_softmax(out, dim=1), None
+    return out, flat[flat.numel() - agent.action_dim :]
+
+
+def policy_kl(old: PolicyDistribution, idx: torch.Tensor | slice, new: PolicyDistribution) -> torch.Tensor:
+    """Mean exact ``KL(old || new)`` over the rows ``idx`` of ``old`` (the rows of ``new``)."""
+    old_out, old_log_std = old[0][idx], old[1]
+    new_out, new_log_std = new
+    if old_log_std is None or new_log_std is None:
+        return (old_out.exp() * (old_out - new_out)).sum(1).mean()
+    variance_ratio = torch.exp(2.0 * (old_log_std - new_log_std))
+    mean_term = ((old_out - new_out) / new_log_std.exp()) ** 2
+    return 0.5 * (variance_ratio + mean_term - 1.0 - torch.log(variance_ratio)).sum(1).mean()
+
+
+def backtrack_policy(
+    agent: ActorCritic, before: torch.Tensor, old: PolicyDistribution, obs: torch.Tensor, bound: float, steps: int
+) -> tuple[float, int]:
+    """Halve the policy's change since ``before`` (the actor and the log-std; the critic keeps its) until the
+    exact KL on ``obs`` is within ``bound``; after ``steps`` halvings the policy is restored. Returns the KL and the
+    halvings."""
+    data = agent.params.data
+    policy_part = torch.zeros_like(data, dtype=torch.bool)
+    policy_part[: sum(w.numel() + b.numel() for w, b in zip(agent.actor.weights, agent.actor.biases, strict=True))] = 1
+    if not agent.discrete:
+        policy_part[data.numel() - agent.action_dim :] = True
+    change = torch.where(policy_part, data - before, torch.zeros_like(data))
+    start = data - change
+    with torch.no_grad():
+        for halving in range(steps + 1):
+            kl = float(policy_kl(old, slice(None), policy_distribution(agent, data, obs)))
+            if kl <= bound:
+                return kl, halving
+            data.copy_(start + change * (0.5 ** (halving + 1) if halving < steps else 0.0))
+        return float(policy_kl(old, slice(None), policy_distribution(agent, data, obs))), steps
+
+
+# ----------------------------------------------------------------------------------------- checkpoints, train
+def gpto_state_dict(state: GPTOState) -> dict[str, Any]:
+    """PPO's checkpoint and the KL coefficient (stored rollouts and the auxiliary buffer start empty on resume)."""
+    return state_dict(state) | {"kl_coef": state.kl_coef}
+
+
+def load_gpto_state(state: GPTOState, checkpoint: dict[str, Any]) -> None:
+    load_state(state, checkpoint)
+    state.kl_coef = float(checkpoint.get("kl_coef", state.config.kl_coef))
+
+
+GPTO = Learner("gpto", init_gpto, gpto_update, gpto_state_dict, load_gpto_state)
+
+
+def train_gpto(config: GPTOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:
+    """Train GPTO in PPO's loop (evaluation, checkpoints, report); return summary.json's content."""
+    return train_ppo(config, reward_fn, learner=GPTO)
