@@ -25,11 +25,14 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from baselines.common.checkpoint import load_checkpoint
+from baselines.common.errors import ConfigError
 from baselines.common.returns import vtrace
 from baselines.gpto_config import GPTOConfig as GPTOConfig  # re-exported beside the trainer, as PPOConfig
 from baselines.ppo import (
@@ -50,6 +53,7 @@ from baselines.ppo import (
     value_estimates,
 )
 from baselines.ppo_gradient import normalize_advantages
+from baselines.tasks import TASK_ENV_ID, TaskRewardScaler, make_task_envs, parse_tasks, register_task_env
 from baselines.trust import adapt_kl_coef, trust_term
 
 
@@ -69,27 +73,57 @@ class StoredRollout:
 
 @dataclass
 class GPTOState(PPOState):
-    """PPO's state and GPTO's: the KL coefficient, the stored rollouts and the auxiliary phase's buffer."""
+    """PPO's state and GPTO's: the KL coefficient, the stored rollouts, the auxiliary phase's buffer and, with
+    tasks, the per-task reward scaler (in place of PPO's one)."""
 
     config: GPTOConfig
     kl_coef: float = 1.0
+    task_scaler: TaskRewardScaler | None = None
     memory: deque[StoredRollout] = field(default_factory=deque)
     aux_obs: list[np.ndarray] = field(default_factory=list)
     aux_targets: list[np.ndarray] = field(default_factory=list)
 
 
 def init_gpto(config: GPTOConfig) -> GPTOState:
-    """PPO's envs and agent (with PPG's auxiliary value head when the phase is on), and GPTO's state."""
-    base = init_ppo(config, aux_outputs=1 if config.aux_every else 0)
+    """PPO's envs (or the tasks') and agent (with PPG's auxiliary value head when the phase is on), GPTO's state,
+    and with ``init_from`` that run's weights and observation statistics."""
+    config.validate()
+    envs, task_scaler = None, None
+    if config.tasks is not None:
+        envs = make_task_envs(parse_tasks(config.tasks), config.num_envs)
+        if config.normalize_reward:
+            task_of_env = np.arange(config.num_envs) % len(parse_tasks(config.tasks))
+            task_scaler = TaskRewardScaler(task_of_env, config.gamma)
+    base = init_ppo(config, aux_outputs=1 if config.aux_every else 0, envs=envs)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(PPOState)}
-    return GPTOState(**fields | {"config": config}, kl_coef=config.kl_coef, memory=deque(maxlen=config.reuse))
+    if task_scaler is not None:
+        fields["reward_scaler"] = None
+    state = GPTOState(**fields | {"config": config}, kl_coef=config.kl_coef, memory=deque(maxlen=config.reuse),
+                      task_scaler=task_scaler)  # fmt: skip
+    if config.init_from is not None:
+        start_from(state, config.init_from)
+    return state
+
+
+def start_from(state: GPTOState, folder: Path) -> None:
+    """Copy the weights and observation statistics of ``folder``'s checkpoint into a new run's state."""
+    checkpoint = load_checkpoint(folder / "checkpoint.pt")  # a missing or corrupt file: one-line ConfigError
+    params = checkpoint.get("params")
+    if not isinstance(params, torch.Tensor) or params.shape != state.agent.params.data.shape:
+        raise ConfigError(f"--init-from {folder}: its network does not fit this config (other env, tasks or sizes)")
+    state.agent.params.data.copy_(params)
+    if state.obs_normalizer is not None and checkpoint.get("obs_rms") is not None:
+        state.obs_normalizer.stats.load_state_dict(checkpoint["obs_rms"])
 
 
 # ------------------------------------------------------------------------------------------------- the update
 def gpto_update(state: GPTOState, rollout: Rollout, autograd: bool = False) -> dict[str, float]:
     """One GPTO update (module docstring: data, policy phase, auxiliary phase); returns namespaced metrics."""
     cfg, agent = state.config, state.agent
-    rewards = scaled_rewards(state, rollout)
+    if state.task_scaler is not None:
+        rewards = state.task_scaler(rollout.rewards.astype(np.float32), rollout.terminated | rollout.truncated)
+    else:
+        rewards = scaled_rewards(state, rollout)
     newest_obs = rollout.norm_obs.reshape(rollout.rewards.size, agent.obs_dim)
     behaviour = log_probs(agent, newest_obs, rollout.actions.reshape(rollout.rewards.size, *rollout.actions.shape[2:]))
     state.memory.append(
@@ -281,16 +315,28 @@ def backtrack_policy(
 
 # ----------------------------------------------------------------------------------------- checkpoints, train
 def gpto_state_dict(state: GPTOState) -> dict[str, Any]:
-    """PPO's checkpoint and the KL coefficient (stored rollouts and the auxiliary buffer start empty on resume)."""
-    return state_dict(state) | {"kl_coef": state.kl_coef}
+    """PPO's checkpoint, the KL coefficient and the task scaler (stored rollouts and the auxiliary buffer start
+    empty on resume)."""
+    task_rms = state.task_scaler.state_dict() if state.task_scaler is not None else None
+    return state_dict(state) | {"kl_coef": state.kl_coef, "task_rms": task_rms}
 
 
 def load_gpto_state(state: GPTOState, checkpoint: dict[str, Any]) -> None:
     load_state(state, checkpoint)
     state.kl_coef = float(checkpoint.get("kl_coef", state.config.kl_coef))
+    if state.task_scaler is not None:
+        state.task_scaler.load_state_dict(checkpoint["task_rms"])
 
 
-GPTO = Learner("gpto", init_gpto, gpto_update, gpto_state_dict, load_gpto_state)
+def gpto_eval_envs(config: GPTOConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """The tasks' envs (each with its task input), or --env alone."""
+    if config.tasks is None:
+        return [(config.env, config.env, {})]
+    register_task_env()
+    return [(task.name, TASK_ENV_ID, task.kwargs) for task in parse_tasks(config.tasks)]
+
+
+GPTO = Learner("gpto", init_gpto, gpto_update, gpto_state_dict, load_gpto_state, gpto_eval_envs)
 
 
 def train_gpto(config: GPTOConfig, reward_fn: RewardFn | None = None) -> dict[str, Any]:

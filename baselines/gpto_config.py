@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from baselines.common.config import flag
 from baselines.common.errors import check
 from baselines.ppo_config import PPOConfig
+from baselines.tasks import TASK_FAMILIES, parse_tasks
 from baselines.trust import TRUST_TERMS, TrustName
 
 GPTO_ENV_DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -49,6 +51,13 @@ class GPTOConfig(PPOConfig):
     """Weight of the KL to the pre-phase policy in the auxiliary loss (PPG's beta_clone)."""
     aux_kl_bound: float = 0.01
     """The auxiliary phase's policy change is backtracked until its KL from the pre-phase policy is within this."""
+    tasks: str | None = None
+    """Multi-task: a task family (pendulum-masses, cartpole-poles), FAMILY/held-out, or env ids joined by commas
+    sharing --env's spaces; sub-env i runs task i mod the count, with a task input; --normalize-reward scales each
+    task by its own return std (None: --env alone)."""
+    init_from: Path | None = None
+    """Start from the weights and observation statistics of this run folder's checkpoint (fine-tuning: a fresh
+    optimizer and step count)."""
 
     @classmethod
     def defaults_for(cls, env: str, **overrides: Any) -> GPTOConfig:
@@ -67,3 +76,11 @@ class GPTOConfig(PPOConfig):
         check(self.backtrack_steps >= 0, f"--backtrack-steps must be >= 0, got {self.backtrack_steps}")
         check(self.aux_every >= 0, f"--aux-every must be >= 0 (0: no auxiliary phase), got {self.aux_every}")
         check(self.aux_epochs >= 1 and self.aux_batch_size >= 1, "--aux-epochs and --aux-batch-size must be >= 1")
+        if self.tasks is not None:
+            tasks = parse_tasks(self.tasks)
+            family = TASK_FAMILIES.get(self.tasks.partition("/")[0])
+            base = family.env_id if family is not None else tasks[0].env_id
+            check(base == self.env, f"--tasks {self.tasks} runs {base}: give --env {base} (its settings are used)")
+            count = len(tasks)
+            check(self.num_envs % count == 0, f"--num-envs {self.num_envs} must be a multiple of the {count} tasks")
+        check(self.init_from is None or self.resume is None, "--init-from starts a new run; it cannot --resume one")

@@ -170,14 +170,17 @@ class PPOState:
         return lambda obs: self.agent.to_env(self.agent.act(self.normalize(obs), self.rng, deterministic))
 
 
-def init_ppo(config: PPOConfig, aux_outputs: int = 0) -> PPOState:
-    """Make the envs and the agent (``aux_outputs``: see ActorCritic)."""
+def init_ppo(
+    config: PPOConfig, aux_outputs: int = 0, envs: gym.vector.VectorEnv[Any, Any, Any] | None = None
+) -> PPOState:
+    """Make the envs (unless given: a multi-task learner's) and the agent (``aux_outputs``: see ActorCritic)."""
     config.validate()
     torch.set_num_threads(config.torch_threads)
     limit_blas_threads(config.torch_threads)
     generator = torch.Generator().manual_seed(config.seed)
     # copy=False: collect_rollout copies each observation it keeps, once.
-    envs = make_vec_env(config.env, config.num_envs, config.vectorization, copy=False)
+    if envs is None:
+        envs = make_vec_env(config.env, config.num_envs, config.vectorization, copy=False)
     agent = ActorCritic(envs.single_observation_space, envs.single_action_space, config, generator, aux_outputs)
     return PPOState(
         config=config,
@@ -458,9 +461,24 @@ class Learner(NamedTuple):
     update: Callable[[Any, Rollout], dict[str, float]]
     state_dict: Callable[[Any], dict[str, Any]]
     load_state: Callable[[Any, dict[str, Any]], None]
+    eval_envs: Callable[[Any], list[tuple[str, str, dict[str, Any]]]]
+    """``(name, env id, make kwargs)`` of the envs a policy is evaluated on: the trained env, or each task."""
 
 
-PPO = Learner("ppo", init_ppo, ppo_update, state_dict, load_state)
+def ppo_eval_envs(config: PPOConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(config.env, config.env, {})]
+
+
+def evaluate(state: PPOState, learner: Learner) -> dict[str, np.ndarray]:
+    """Deterministic-policy returns on each of the learner's evaluation envs, by name."""
+    cfg = state.config
+    return {
+        name: evaluate_policy(state.policy(), env_id, cfg.eval_episodes, cfg.seed, kwargs)
+        for name, env_id, kwargs in learner.eval_envs(cfg)
+    }
+
+
+PPO = Learner("ppo", init_ppo, ppo_update, state_dict, load_state, ppo_eval_envs)
 
 
 def train_ppo(
@@ -489,7 +507,7 @@ def train_ppo(
     start_time, start_step = time.perf_counter(), state.global_step
     next_eval = next_due(state.global_step, cfg.eval_every)
     next_checkpoint = next_due(state.global_step, cfg.checkpoint_every)
-    eval_returns = np.zeros(0)
+    eval_returns: dict[str, np.ndarray] = {}
     recent_returns: list[float] = []
     try:
         bar_title = f"{learner.name} {cfg.env}"
@@ -506,12 +524,15 @@ def train_ppo(
                     metrics["charts/episodic_return"] = float(np.mean(rollout.episode_returns))
                     metrics["charts/episodic_length"] = float(np.mean(rollout.episode_lengths))
                 if state.global_step >= next_eval or state.global_step >= cfg.total_steps:
-                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
-                    metrics["eval/return_mean"] = float(eval_returns.mean())
-                    metrics["eval/return_std"] = float(eval_returns.std())
+                    eval_returns = evaluate(state, learner)
+                    every = np.concatenate(list(eval_returns.values()))  # tasks: as many episodes each
+                    metrics["eval/return_mean"] = float(every.mean())
+                    metrics["eval/return_std"] = float(every.std())
+                    if len(eval_returns) > 1:
+                        metrics |= {f"eval/return_mean/{name}": float(r.mean()) for name, r in eval_returns.items()}
                     next_eval += cfg.eval_every
                     if on_eval is not None:
-                        on_eval(state.global_step, float(eval_returns.mean()))
+                        on_eval(state.global_step, float(every.mean()))
                 logger.log(metrics, step=state.global_step)
                 if state.global_step >= next_checkpoint:
                     save_checkpoint(folder.path / "checkpoint.pt", learner.state_dict(state))
@@ -519,23 +540,26 @@ def train_ppo(
                 bar.update(cfg.rollout_steps)
                 if recent_returns:
                     bar.set_postfix(train_return=f"{np.mean(recent_returns):.1f}", refresh=False)
-        if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
-            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
+        if not eval_returns:  # a resumed run that had already finished: evaluate it once more
+            eval_returns = evaluate(state, learner)
     finally:
         state.envs.close()
     save_checkpoint(folder.path / "checkpoint.pt", learner.state_dict(state))
     wall = time.perf_counter() - start_time
-    summary = {
+    every = np.concatenate(list(eval_returns.values()))
+    summary: dict[str, Any] = {
         "algo": learner.name,
         "env_id": cfg.env,
         "seed": cfg.seed,
         "env_steps": state.global_step,
         "wall_seconds": wall,
         "steps_per_second": (state.global_step - start_step) / max(wall, 1e-9),
-        "eval_return_mean": float(eval_returns.mean()),
-        "eval_return_std": float(eval_returns.std()),
-        "eval_episodes": len(eval_returns),
+        "eval_return_mean": float(every.mean()),
+        "eval_return_std": float(every.std()),
+        "eval_episodes": len(every),
     }
+    if len(eval_returns) > 1:
+        summary["eval_task_returns"] = {name: float(returns.mean()) for name, returns in eval_returns.items()}
     folder.write_summary(summary)
     write_report(folder, summary)
     return summary
