@@ -238,14 +238,14 @@ def details_rows(results: Sequence[RowResult], reps: int = BOOTSTRAP_REPS) -> li
     return table
 
 
-def text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(HEADERS, *rows, strict=False)]
-    lines = [HEADERS, ["-" * w for w in widths], *rows]
+def text_table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [headers, ["-" * w for w in widths], *rows]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    lines = [HEADERS, ["---"] * len(HEADERS), *rows]
+def markdown_table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
+    lines = [headers, ["---"] * len(headers), *rows]
     return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines)
 
 
