@@ -100,7 +100,7 @@ def init_gpto(config: GPTOConfig) -> GPTOState:
         fields["reward_scaler"] = None
     state = GPTOState(**fields | {"config": config}, kl_coef=config.kl_coef, memory=deque(maxlen=config.reuse),
                       task_scaler=task_scaler)  # fmt: skip
-    if config.init_from is not None:
+    if config.init_from is not None and config.resume is None:  # resuming, the run's own checkpoint is loaded
         start_from(state, config.init_from)
     return state
 

@@ -83,4 +83,3 @@ class GPTOConfig(PPOConfig):
             check(base == self.env, f"--tasks {self.tasks} runs {base}: give --env {base} (its settings are used)")
             count = len(tasks)
             check(self.num_envs % count == 0, f"--num-envs {self.num_envs} must be a multiple of the {count} tasks")
-        check(self.init_from is None or self.resume is None, "--init-from starts a new run; it cannot --resume one")

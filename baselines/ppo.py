@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -422,7 +423,11 @@ def update_metrics(
 # ----------------------------------------------------------------------------------------- checkpoints, train
 def state_dict(state: PPOState) -> dict[str, Any]:
     return {
-        "config": dataclasses.asdict(state.config) | {"out": str(state.config.out), "resume": None, "config": None},
+        "config": {  # paths as text: a checkpoint loads with weights_only, which refuses pathlib objects
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in dataclasses.asdict(state.config).items()
+        }
+        | {"out": str(state.config.out), "resume": None, "config": None},
         "params": state.agent.params.data.cpu(),
         "optimizer": state.optimizer.state_dict(),
         "obs_rms": state.obs_normalizer.stats.state_dict() if state.obs_normalizer else None,

@@ -294,7 +294,12 @@ class RLHFConfig:
         check(self.pool_size >= 2, f"--pool-size must be at least 2 (segments to pair), got {self.pool_size}")
         check(self.query == "uniform" or self.ensemble_size > 1 or self.query == "entropy",
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
-        self.ppo().validate()
+        policy_config = self.ppo()
+        policy_config.validate()
+        one_env = not isinstance(policy_config, GPTOConfig) or policy_config.tasks is None
+        check(
+            one_env, "--ppo-config: GPTO's tasks are not for rlhf run (its reward model reads one env's observations)"
+        )
         self.make_teacher()
         if self.human and self.env in MUJOCO_VIEWS:
             check_mujoco_rendering()  # people see clips: refuse before the run folder exists, not at the first query

@@ -88,3 +88,21 @@ def test_a_multi_task_run_is_evaluated_per_task_and_fine_tunes_from_its_checkpoi
         init_gpto(GPTOConfig.defaults_for("CartPole-v1", init_from=tmp_path / "multi"))  # no task input: 4 inputs
     with pytest.raises(ConfigError, match="no checkpoint at"):
         init_gpto(GPTOConfig.defaults_for("CartPole-v1", init_from=tmp_path / "nothing"))
+
+
+def test_a_fine_tuned_run_resumes_and_tasks_are_refused_in_rlhf(tmp_path: Path) -> None:
+    """The checkpoint of a run started --init-from holds the path as text (checkpoints load weights-only), so it
+    resumes; GPTO's tasks in rlhf run's --ppo-config are one clear error."""
+    from baselines.common.config import resume_default
+    from rlhf.loop import RLHFConfig
+
+    train_gpto(GPTOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, out=tmp_path / "first"))
+    fine = GPTOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, init_from=tmp_path / "first",
+                                   out=tmp_path / "fine")  # fmt: skip
+    train_gpto(fine)
+    resumed = train_gpto(resume_default(GPTOConfig, tmp_path / "fine"))
+    assert resumed["env_steps"] == 512
+    settings = tmp_path / "gpto.json"
+    settings.write_text('{"tasks": "cartpole-poles"}')
+    with pytest.raises(ConfigError, match="GPTO's tasks are not for rlhf run"):
+        RLHFConfig(env="CartPole-v1", algo="gpto", ppo_config=settings).validate()
