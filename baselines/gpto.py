@@ -9,8 +9,9 @@ PPO's rollouts, GAE, loss and flat-buffer learner are ``baselines/ppo.py``'s, re
    decoupled PPO objective of Hilton et al. 2021, https://arxiv.org/abs/2110.00641). With ``reuse`` 1 the data is
    on-policy: the weights are 1 and the advantages GAE's, exactly PPO's update.
 2. **Policy phase.** ``n_epochs`` of minibatch steps on ``ppo_loss`` with the trust term (``baselines/trust.py``):
-   clip, adaptive KL penalty, SPO, or the plain surrogate under a hard KL bound, where every step whose batch KL
-   from ``pi_old`` exceeds ``kl_bound`` is halved until it fits, or undone and the update ends.
+   clip, adaptive KL penalty, SPO, or the plain surrogate under a hard KL bound, where the policy's change over
+   an epoch whose batch KL from ``pi_old`` exceeds ``kl_bound`` is halved until it fits, or undone and the update
+   ends.
 3. **Auxiliary phase** (PPG, Cobbe et al. 2021, https://arxiv.org/abs/2009.04416), every ``aux_every`` updates:
    ``aux_epochs`` over the states of those rollouts of ``0.5 (V_aux(s) - V_targ)^2 + beta_clone KL(pi_before ||
    pi) + 0.5 (V(s) - V_targ)^2``, ``V_aux`` a head on the policy network; then the policy's change is backtracked
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,8 +193,9 @@ def batch_kl(agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray, b_log
 
 
 class KLGuard:
-    """The hard trust region: after a step, while the batch KL from ``pi_old`` exceeds ``bound``, halve the step
-    (at most ``steps`` times); a step still above it is undone and ends the update."""
+    """The hard trust region, after each epoch: the policy's change over the epoch is halved while the batch KL
+    from ``pi_old`` exceeds ``bound`` (``backtrack``); an epoch still above it after ``steps`` halvings leaves the
+    policy where the epoch began and ends the update."""
 
     def __init__(
         self, agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray, b_logp_old: np.ndarray, bound: float,
@@ -202,17 +205,37 @@ class KLGuard:
         self.halvings, self.rejected = 0, 0
 
     def __call__(self, before: torch.Tensor) -> bool:
-        data = self.agent.params.data
-        step = data - before
-        for halving in range(self.steps + 1):
-            if batch_kl(self.agent, *self.batch) <= self.bound:
-                return True
-            if halving < self.steps:
-                data.copy_(before + step * 0.5 ** (halving + 1))
-                self.halvings += 1
-        data.copy_(before)
-        self.rejected += 1
-        return False
+        _, halvings, accepted = backtrack(self.agent, before, lambda: batch_kl(self.agent, *self.batch), self.bound,
+                                          self.steps)  # fmt: skip
+        self.halvings += halvings
+        self.rejected += not accepted
+        return accepted
+
+
+def backtrack(
+    agent: ActorCritic, before: torch.Tensor, kl: Callable[[], float], bound: float, steps: int
+) -> tuple[float, int, bool]:
+    """Line search on the policy's change since ``before`` (the actor, with any auxiliary head, and the log-std;
+    the critic keeps its change): halve it until ``kl()`` is within ``bound``, at most ``steps`` times, else put the
+    policy back where it was. Returns the final KL, the halvings, and whether a change was kept."""
+    data = agent.params.data
+    change = torch.where(policy_mask(agent), data - before, torch.zeros_like(data))
+    start = data - change
+    for halving in range(steps + 1):
+        value = kl()
+        if value <= bound:
+            return value, halving, True
+        data.copy_(start + change * (0.5 ** (halving + 1) if halving < steps else 0.0))
+    return kl(), steps, False
+
+
+def policy_mask(agent: ActorCritic) -> torch.Tensor:
+    """True at the policy's entries of the flat buffer (``FlatParameters``: actor, critic, then the log-std)."""
+    mask = torch.zeros_like(agent.params.data, dtype=torch.bool)
+    mask[: sum(w.numel() + b.numel() for w, b in zip(agent.actor.weights, agent.actor.biases, strict=True))] = True
+    if not agent.discrete:
+        mask[mask.numel() - agent.action_dim :] = True
+    return mask
 
 
 def ratio_stats(
@@ -258,7 +281,12 @@ def auxiliary_phase(state: GPTOState, obs: np.ndarray, targets: np.ndarray) -> d
             state.optimizer.clipped_step(cfg.max_grad_norm)
             losses += [aux_loss.item(), kl.item(), value_loss.item()]
             count += 1
-    kl_after, halvings = backtrack_policy(agent, before, old_policy, obs_t, cfg.aux_kl_bound, cfg.backtrack_steps)
+
+    def exact_kl() -> float:
+        with torch.no_grad():
+            return float(policy_kl(old_policy, slice(None), policy_distribution(agent, agent.params.data, obs_t)))
+
+    kl_after, halvings, _ = backtrack(agent, before, exact_kl, cfg.aux_kl_bound, cfg.backtrack_steps)
     aux_loss, clone_kl, value_loss = (losses / count).tolist()
     return {"aux/value_loss": value_loss, "aux/aux_value_loss": aux_loss, "aux/clone_kl": clone_kl,
             "aux/kl": kl_after, "aux/backtracks": float(halvings)}  # fmt: skip
@@ -289,28 +317,6 @@ def policy_kl(old: PolicyDistribution, idx: torch.Tensor | slice, new: PolicyDis
     variance_ratio = torch.exp(2.0 * (old_log_std - new_log_std))
     mean_term = ((old_out - new_out) / new_log_std.exp()) ** 2
     return 0.5 * (variance_ratio + mean_term - 1.0 - torch.log(variance_ratio)).sum(1).mean()
-
-
-def backtrack_policy(
-    agent: ActorCritic, before: torch.Tensor, old: PolicyDistribution, obs: torch.Tensor, bound: float, steps: int
-) -> tuple[float, int]:
-    """Halve the policy's change since ``before`` (the actor and the log-std; the critic keeps its) until the
-    exact KL on ``obs`` is within ``bound``; after ``steps`` halvings the policy is restored. Returns the KL and the
-    halvings."""
-    data = agent.params.data
-    policy_part = torch.zeros_like(data, dtype=torch.bool)
-    policy_part[: sum(w.numel() + b.numel() for w, b in zip(agent.actor.weights, agent.actor.biases, strict=True))] = 1
-    if not agent.discrete:
-        policy_part[data.numel() - agent.action_dim :] = True
-    change = torch.where(policy_part, data - before, torch.zeros_like(data))
-    start = data - change
-    with torch.no_grad():
-        for halving in range(steps + 1):
-            kl = float(policy_kl(old, slice(None), policy_distribution(agent, data, obs)))
-            if kl <= bound:
-                return kl, halving
-            data.copy_(start + change * (0.5 ** (halving + 1) if halving < steps else 0.0))
-        return float(policy_kl(old, slice(None), policy_distribution(agent, data, obs))), steps
 
 
 # ----------------------------------------------------------------------------------------- checkpoints, train

@@ -28,7 +28,7 @@ class GPTOConfig(PPOConfig):
 
     trust: TrustName = "clip"
     """Trust term: clip (PPO), kl (adaptive KL penalty), spo (SPO's quadratic penalty; epsilon = --clip-range) or
-    trust-region (the plain surrogate, each step backtracked until the batch KL is within --kl-bound)."""
+    trust-region (the plain surrogate, each epoch backtracked until the batch KL is within --kl-bound)."""
     kl_coef: float = 1.0
     """Initial KL penalty coefficient (trust kl); it adapts to hold the update's KL near --kl-target."""
     kl_target: float = 0.01
@@ -36,7 +36,8 @@ class GPTOConfig(PPOConfig):
     kl_bound: float = 0.02
     """Hard bound on the update's KL from the rollout's policy (trust trust-region)."""
     backtrack_steps: int = 10
-    """Halvings of a step that exceeds --kl-bound before it is rejected and the update ends (trust trust-region)."""
+    """Halvings of an epoch's policy change above --kl-bound (or the auxiliary phase's above --aux-kl-bound) before
+    it is undone (trust-region: and the update ends)."""
     reuse: int = 1
     """Rollouts each update trains on: the newest and reuse - 1 earlier ones, importance-weighted (1: on-policy)."""
     rho_bar: float = 1.0

@@ -362,8 +362,8 @@ def policy_columns(
     return (b_obs, b_actions, b_logp_old, *as_flat)
 
 
-StepGuard = Callable[[torch.Tensor], bool]
-"""Called after each optimizer step with the parameters before it: may change the step; False ends the update."""
+EpochGuard = Callable[[torch.Tensor], bool]
+"""Called after each epoch with the parameters before it: may change them; False ends the update."""
 
 
 def optimize(
@@ -372,12 +372,12 @@ def optimize(
     trust: TrustTerm,
     full_batch: bool,
     autograd: bool = False,
-    step_guard: StepGuard | None = None,
+    epoch_guard: EpochGuard | None = None,
     normalized: bool | None = None,
 ) -> tuple[dict[str, float], bool]:
     """``n_epochs`` of minibatch steps on ``ppo_loss`` with ``trust``: the mean LOSS_STATS and grad norm, and
-    whether the epochs stopped early (``max_kl`` or the guard). ``normalized``: the advantages need no per-minibatch
-    normalization (default: ``full_batch``, whose one minibatch the caller normalized)."""
+    whether the epochs stopped early (``max_kl`` or the epoch guard). ``normalized``: the advantages need no
+    per-minibatch normalization (default: ``full_batch``, whose one minibatch the caller normalized)."""
     cfg, agent = state.config, state.agent
     use_autograd = autograd or not agent.on_cpu
     batch = len(columns[0])
@@ -387,6 +387,7 @@ def optimize(
         data = tuple(torch.from_numpy(column).to(cfg.device) for column in columns)
     sums, count, stopped_early = np.zeros(len(LOSS_STATS) + 1), 0, False  # sums: the loss stats, the grad norm
     for _epoch in range(cfg.n_epochs):
+        before = agent.params.data.clone() if epoch_guard is not None else None
         perm = None if full_batch else state.rng.permutation(batch)
         for start in range(0, batch, cfg.batch_size):
             minibatch = data
@@ -394,17 +395,16 @@ def optimize(
                 idx = perm[start : start + cfg.batch_size]
                 minibatch = tuple(column[torch.from_numpy(idx) if use_autograd else idx] for column in data)
             stats = gradients(agent, cfg, trust, minibatch, full_batch if normalized is None else normalized)
-            before = agent.params.data.clone() if step_guard is not None else None
             sums[:-1] += stats
             sums[-1] += state.optimizer.clipped_step(cfg.max_grad_norm)
             count += 1
-            if before is not None and step_guard is not None and not step_guard(before):
-                stopped_early = True
-                break
             if cfg.max_kl is not None and stats[3] > cfg.max_kl:  # approx KL
                 stopped_early = True
                 break
         if stopped_early:
+            break
+        if before is not None and epoch_guard is not None and not epoch_guard(before):
+            stopped_early = True
             break
     return dict(zip((*LOSS_STATS, "grad_norm"), (sums / count).tolist(), strict=True)), stopped_early
 
