@@ -53,9 +53,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "trust-region": {"trust": "trust-region"},
     "ppg": {"aux_every": 16},
     "reuse-2": {"reuse": 2},
+    "reuse-2-half-epochs": {"reuse": 2, "epochs_share": 0.5},
 }
 """GPTO overrides of each ablation row over GPTO's per-env defaults (``ppo`` runs baselines.ppo; ``gpto`` is the
-default setting; the other rows change one piece of PPO's update, starting from PPO's settings)."""
+default setting; the other rows change one piece of PPO's update, starting from PPO's settings). ``epochs_share``
+scales the env's ``n_epochs``: reuse 2 at half the epochs takes as many gradient steps per update as PPO."""
 PPO_SETTINGS: dict[str, Any] = {"trust": "clip", "reuse": 1, "aux_every": 0}
 FAMILIES = ("pendulum-masses", "cartpole-poles")
 MULTITASK_BUDGET_FACTOR = 2
@@ -96,7 +98,10 @@ def ablation_config(variant: str, env: str, total_steps: int | None) -> Any:
     elif variant == "gpto":
         config = GPTOConfig.defaults_for(env, **overrides)
     else:
-        config = GPTOConfig.defaults_for(env, **{**PPO_SETTINGS, **VARIANTS[variant], **overrides})
+        changes = dict(VARIANTS[variant])
+        share = changes.pop("epochs_share", 1.0)
+        config = GPTOConfig.defaults_for(env, **{**PPO_SETTINGS, **changes, **overrides})
+        config = dataclasses.replace(config, n_epochs=max(1, round(config.n_epochs * share)))
     return dataclasses.replace(config, eval_every=max(config.total_steps // EVALUATIONS, 1), checkpoint_every=0)
 
 
