@@ -48,6 +48,7 @@ from baselines.ppo import (
     log_probs,
     optimize,
     policy_columns,
+    ppo_eval_envs,
     scaled_rewards,
     state_dict,
     train_ppo,
@@ -79,7 +80,7 @@ class GPTOState(PPOState):
     tasks, the per-task reward scaler (in place of PPO's one)."""
 
     config: GPTOConfig
-    kl_coef: float = 1.0
+    kl_penalty_coef: float = 1.0
     task_scaler: TaskRewardScaler | None = None
     memory: deque[StoredRollout] = field(default_factory=deque)
     aux_obs: list[np.ndarray] = field(default_factory=list)
@@ -92,15 +93,16 @@ def init_gpto(config: GPTOConfig) -> GPTOState:
     config.validate()
     envs, task_scaler = None, None
     if config.tasks is not None:
-        envs = make_task_envs(parse_tasks(config.tasks), config.num_envs)
+        tasks = parse_tasks(config.tasks)
+        envs = make_task_envs(tasks, config.num_envs, config.vectorization)
         if config.normalize_reward:
-            task_of_env = np.arange(config.num_envs) % len(parse_tasks(config.tasks))
-            task_scaler = TaskRewardScaler(task_of_env, config.gamma)
+            task_scaler = TaskRewardScaler(np.arange(config.num_envs) % len(tasks), config.gamma)
     base = init_ppo(config, aux_outputs=1 if config.aux_every else 0, envs=envs)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(PPOState)}
     if task_scaler is not None:
         fields["reward_scaler"] = None
-    state = GPTOState(**fields | {"config": config}, kl_coef=config.kl_coef, memory=deque(maxlen=config.reuse),
+    memory: deque[StoredRollout] = deque(maxlen=config.reuse)
+    state = GPTOState(**fields | {"config": config}, kl_penalty_coef=config.kl_penalty_coef, memory=memory,
                       task_scaler=task_scaler)  # fmt: skip
     if config.init_from is not None and config.resume is None:  # resuming, the run's own checkpoint is loaded
         start_from(state, config.init_from)
@@ -110,12 +112,25 @@ def init_gpto(config: GPTOConfig) -> GPTOState:
 def start_from(state: GPTOState, folder: Path) -> None:
     """Copy the weights and observation statistics of ``folder``'s checkpoint into a new run's state."""
     checkpoint = load_checkpoint(folder / "checkpoint.pt")  # a missing or corrupt file: one-line ConfigError
+    if "params" not in checkpoint and "ppo" in checkpoint:
+        raise ConfigError(f"--init-from {folder}: an rlhf run folder; give a run of rlhf ppo or rlhf gpto")
+    saved = checkpoint.get("config") or {}
+    differ = [f"{name} {saved[name]} (here {getattr(state.config, name)})"
+              for name in ("activation", "hidden_sizes", "normalize_obs", "action_bounds")
+              if name in saved and _plain(saved[name]) != _plain(getattr(state.config, name))]  # fmt: skip
+    if differ:
+        raise ConfigError(f"--init-from {folder}: that run had {'; '.join(differ)}")
     params = checkpoint.get("params")
     if not isinstance(params, torch.Tensor) or params.shape != state.agent.params.data.shape:
         raise ConfigError(f"--init-from {folder}: its network does not fit this config (other env, tasks or sizes)")
     state.agent.params.data.copy_(params)
     if state.obs_normalizer is not None and checkpoint.get("obs_rms") is not None:
         state.obs_normalizer.stats.load_state_dict(checkpoint["obs_rms"])
+
+
+def _plain(value: Any) -> Any:
+    """A config value as a checkpoint keeps it (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 # ------------------------------------------------------------------------------------------------- the update
@@ -133,7 +148,7 @@ def gpto_update(state: GPTOState, rollout: Rollout, autograd: bool = False) -> d
                       rollout.truncated, behaviour.reshape(rewards.shape))
     )  # fmt: skip
 
-    # 1. Data: V-trace advantages and targets under the current policy, importance weights for earlier rollouts.
+    # 1. Data: V-trace advantages and targets under the current policy; each sample's weight min(rho_bar, pi/mu).
     parts, weights, all_returns, all_values = [], [], [], []
     for stored in state.memory:
         values, next_values = value_estimates(agent, stored.norm_obs, stored.norm_next_obs)
@@ -159,18 +174,23 @@ def gpto_update(state: GPTOState, rollout: Rollout, autograd: bool = False) -> d
     elif full_batch and cfg.normalize_advantage and batch > 1:  # as ppo_update
         columns = (*columns[:3], normalize_advantages(columns[3]), *columns[4:])
 
-    # 2. Policy phase with the trust term.
-    trust = trust_term(cfg.trust, state.clip_range, state.kl_coef)
-    guard = KLGuard(agent, columns[0], columns[1], columns[2], cfg.kl_bound, cfg.backtrack_steps)
+    # 2. Policy phase with the trust term. The KL is measured on the newest rollout, which pi_old sampled.
+    trust = trust_term(cfg.trust, state.clip_range, state.kl_penalty_coef)
+    n_obs, n_actions, n_logp = (column[batch - rewards.size :] for column in columns[:3])
+    guard = KLGuard(agent, n_obs, n_actions, n_logp, cfg.kl_bound, cfg.backtrack_steps)
     means, stopped_early = optimize(
         state, columns, trust, full_batch, autograd, guard if cfg.trust == "trust-region" else None, normalized
     )
     returns, values = np.concatenate(all_returns, axis=None), np.concatenate(all_values, axis=None)
     metrics = update_metrics(state, means, stopped_early, returns, values)
-    metrics |= ratio_stats(agent, columns[0], columns[1], columns[2], trust.epsilon)
-    metrics |= {"trust/kl_coef": state.kl_coef, "trust/backtracks": guard.halvings, "trust/rejected": guard.rejected}
+    metrics |= ratio_stats(agent, n_obs, n_actions, n_logp, trust.epsilon)
+    metrics |= {
+        "trust/kl_penalty_coef": state.kl_penalty_coef,
+        "trust/backtracks": guard.halvings,
+        "trust/rejected": guard.rejected,
+    }
     if cfg.trust == "kl":
-        state.kl_coef = adapt_kl_coef(state.kl_coef, metrics["trust/kl"], cfg.kl_target)
+        state.kl_penalty_coef = adapt_kl_coef(state.kl_penalty_coef, metrics["trust/kl"], cfg.kl_penalty_target)
 
     # 3. PPG's auxiliary phase on the newest rollouts' states and value targets.
     if cfg.aux_every:
@@ -187,9 +207,7 @@ def gpto_update(state: GPTOState, rollout: Rollout, autograd: bool = False) -> d
 
 def batch_kl(agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray, b_logp_old: np.ndarray) -> float:
     """The k3 estimate ``mean(r - 1 - log r)`` of ``KL(pi_old || pi)`` over a batch ``pi_old`` sampled."""
-    agent.refresh_cpu_copy()
-    log_ratio = log_probs(agent, b_obs, b_actions) - b_logp_old
-    return float(np.mean(np.expm1(log_ratio) - log_ratio))
+    return ratio_stats(agent, b_obs, b_actions, b_logp_old, 1.0)["trust/kl"]
 
 
 class KLGuard:
@@ -218,14 +236,16 @@ def backtrack(
     """Line search on the policy's change since ``before`` (the actor, with any auxiliary head, and the log-std;
     the critic keeps its change): halve it until ``kl()`` is within ``bound``, at most ``steps`` times, else put the
     policy back where it was. Returns the final KL, the halvings, and whether a change was kept."""
-    data = agent.params.data
-    change = torch.where(policy_mask(agent), data - before, torch.zeros_like(data))
+    data, mask = agent.params.data, policy_mask(agent)
+    change = torch.where(mask, data - before, torch.zeros_like(data))
     start = data - change
     for halving in range(steps + 1):
         value = kl()
         if value <= bound:
             return value, halving, True
-        data.copy_(start + change * (0.5 ** (halving + 1) if halving < steps else 0.0))
+        if halving < steps:
+            data.copy_(start + change * 0.5 ** (halving + 1))
+    data.copy_(torch.where(mask, before, data))
     return kl(), steps, False
 
 
@@ -324,12 +344,12 @@ def gpto_state_dict(state: GPTOState) -> dict[str, Any]:
     """PPO's checkpoint, the KL coefficient and the task scaler (stored rollouts and the auxiliary buffer start
     empty on resume)."""
     task_rms = state.task_scaler.state_dict() if state.task_scaler is not None else None
-    return state_dict(state) | {"kl_coef": state.kl_coef, "task_rms": task_rms}
+    return state_dict(state) | {"algo": "gpto", "kl_penalty_coef": state.kl_penalty_coef, "task_rms": task_rms}
 
 
 def load_gpto_state(state: GPTOState, checkpoint: dict[str, Any]) -> None:
     load_state(state, checkpoint)
-    state.kl_coef = float(checkpoint.get("kl_coef", state.config.kl_coef))
+    state.kl_penalty_coef = float(checkpoint.get("kl_penalty_coef", state.config.kl_penalty_coef))
     if state.task_scaler is not None:
         state.task_scaler.load_state_dict(checkpoint["task_rms"])
 
@@ -337,7 +357,7 @@ def load_gpto_state(state: GPTOState, checkpoint: dict[str, Any]) -> None:
 def gpto_eval_envs(config: GPTOConfig) -> list[tuple[str, str, dict[str, Any]]]:
     """The tasks' envs (each with its task input), or --env alone."""
     if config.tasks is None:
-        return [(config.env, config.env, {})]
+        return ppo_eval_envs(config)
     register_task_env()
     return [(task.name, TASK_ENV_ID, task.kwargs) for task in parse_tasks(config.tasks)]
 

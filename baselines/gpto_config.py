@@ -29,10 +29,10 @@ class GPTOConfig(PPOConfig):
     trust: TrustName = "clip"
     """Trust term: clip (PPO), kl (adaptive KL penalty), spo (SPO's quadratic penalty; epsilon = --clip-range) or
     trust-region (the plain surrogate, each epoch backtracked until the batch KL is within --kl-bound)."""
-    kl_coef: float = 1.0
-    """Initial KL penalty coefficient (trust kl); it adapts to hold the update's KL near --kl-target."""
-    kl_target: float = 0.01
-    """KL per update the adaptive penalty aims at (trust kl)."""
+    kl_penalty_coef: float = 1.0
+    """Initial KL penalty coefficient (trust kl); it adapts to hold the update's KL near --kl-penalty-target."""
+    kl_penalty_target: float = 0.01
+    """KL per update the adaptive penalty aims at (trust kl; not --target-kl, the adaptive learning rate's)."""
     kl_bound: float = 0.02
     """Hard bound on the update's KL from the rollout's policy (trust trust-region)."""
     backtrack_steps: int = 10
@@ -41,7 +41,7 @@ class GPTOConfig(PPOConfig):
     reuse: int = 1
     """Rollouts each update trains on: the newest and reuse - 1 earlier ones, importance-weighted (1: on-policy)."""
     rho_bar: float = 1.0
-    """Truncation of the importance weights pi/mu of earlier rollouts (V-trace's rho-bar; it also caps c)."""
+    """Truncation (>= 1) of the importance weights pi/mu of earlier rollouts (V-trace's rho-bar; it also caps c)."""
     aux_every: int = 0
     """Run PPG's auxiliary phase every this many updates (0: never)."""
     aux_epochs: int = 6
@@ -70,10 +70,12 @@ class GPTOConfig(PPOConfig):
     def validate(self) -> None:
         super().validate()
         check(self.trust in TRUST_TERMS, f"--trust must be one of {', '.join(TRUST_TERMS)}, got {self.trust!r}")
-        for name in ("kl_coef", "kl_target", "kl_bound", "rho_bar", "aux_clone_coef", "aux_kl_bound"):
+        for name in ("kl_penalty_coef", "kl_penalty_target", "kl_bound", "aux_clone_coef", "aux_kl_bound"):
             value = getattr(self, name)
             check(math.isfinite(value) and value > 0, f"{flag(name)} must be a positive number, got {value}")
         check(self.reuse >= 1, f"--reuse must be at least 1 (1: on-policy), got {self.reuse}")
+        rho_bar = self.rho_bar
+        check(math.isfinite(rho_bar) and rho_bar >= 1, f"--rho-bar must be at least 1 (on-policy data), got {rho_bar}")
         check(self.backtrack_steps >= 0, f"--backtrack-steps must be >= 0, got {self.backtrack_steps}")
         check(self.aux_every >= 0, f"--aux-every must be >= 0 (0: no auxiliary phase), got {self.aux_every}")
         check(self.aux_epochs >= 1 and self.aux_batch_size >= 1, "--aux-epochs and --aux-batch-size must be >= 1")

@@ -401,10 +401,9 @@ def optimize(
             if cfg.max_kl is not None and stats[3] > cfg.max_kl:  # approx KL
                 stopped_early = True
                 break
-        if stopped_early:
-            break
         if before is not None and epoch_guard is not None and not epoch_guard(before):
-            stopped_early = True
+            stopped_early = True  # the guard sees an epoch cut short by max_kl too
+        if stopped_early:
             break
     return dict(zip((*LOSS_STATS, "grad_norm"), (sums / count).tolist(), strict=True)), stopped_early
 
@@ -505,6 +504,9 @@ def train_ppo(
     cfg.validate()
     assert cfg.out is not None
     checkpoint = load_checkpoint(cfg.out / "checkpoint.pt") if resuming else None
+    if checkpoint is not None and checkpoint.get("algo", "ppo") != learner.name:
+        algo = checkpoint.get("algo", "ppo")
+        raise ConfigError(f"{cfg.out} is a run of rlhf {algo}; continue it with rlhf {algo} --resume {cfg.out}")
     state = learner.init(cfg)
     if checkpoint is not None:
         learner.load_state(state, checkpoint)

@@ -86,16 +86,26 @@ def parse_tasks(spec: str) -> list[Task]:
             check_env_id(env_id)
         except ConfigError as error:
             raise ConfigError(f"--tasks: {error} (task families: {', '.join(TASK_FAMILIES)})") from None
-    first = gym.make(env_ids[0])
-    for env_id in env_ids[1:]:
-        other = gym.make(env_id)
-        if other.observation_space != first.observation_space or other.action_space != first.action_space:
+    spaces = [_spaces(env_id) for env_id in env_ids]
+    observations = spaces[0][0]
+    if not isinstance(observations, gym.spaces.Box) or len(observations.shape) != 1:
+        raise ConfigError(f"--tasks: {env_ids[0]} has {observations} observations; tasks need a flat Box")
+    for env_id, (obs_space, action_space) in zip(env_ids[1:], spaces[1:], strict=True):
+        if (obs_space, action_space) != spaces[0]:
             raise ConfigError(
-                f"the tasks' spaces differ: {env_ids[0]} has {first.observation_space} observations and "
-                f"{first.action_space} actions, {env_id} has {other.observation_space} and {other.action_space}"
+                f"the tasks' spaces differ: {env_ids[0]} has {spaces[0][0]} observations and {spaces[0][1]} "
+                f"actions, {env_id} has {obs_space} and {action_space}"
             )
     one_hot = np.eye(len(env_ids)) if len(env_ids) > 1 else np.zeros((1, 0))
     return [Task(env_id, (), tuple(float(x) for x in row)) for env_id, row in zip(env_ids, one_hot, strict=True)]
+
+
+def _spaces(env_id: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
+    env = gym.make(env_id)
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
 
 
 def _family_task(family: TaskFamily, variant: dict[str, float]) -> Task:
@@ -145,11 +155,16 @@ def make_task_env(**kwargs: Any) -> gym.Env[Any, Any]:
     return TaskEnv(**kwargs)
 
 
-def make_task_envs(tasks: list[Task], num_envs: int) -> SyncEnvs:
-    """``num_envs`` sub-envs, sub-env ``i`` running task ``i % len(tasks)``."""
+def make_task_envs(
+    tasks: list[Task], num_envs: int, vectorization: str = "sync"
+) -> gym.vector.VectorEnv[Any, Any, Any]:
+    """``num_envs`` sub-envs (``num_envs`` a multiple of the task count), sub-env ``i`` running task
+    ``i % len(tasks)``, stepped as ``make_vec_env`` steps them (same-step autoreset)."""
     register_task_env()
-    check(num_envs % len(tasks) == 0, f"--num-envs {num_envs} must be a multiple of the {len(tasks)} tasks")
-    return SyncEnvs([partial(gym.make, TASK_ENV_ID, **tasks[i % len(tasks)].kwargs) for i in range(num_envs)])
+    fns = [partial(gym.make, TASK_ENV_ID, **tasks[i % len(tasks)].kwargs) for i in range(num_envs)]
+    if vectorization == "sync":
+        return SyncEnvs(fns)
+    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
 
 
 class TaskRewardScaler:

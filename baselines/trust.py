@@ -100,8 +100,8 @@ def trust_term(name: TrustName, epsilon: float, kl_coef: float) -> TrustTerm:
         return Clip(epsilon)
     if name == "kl":
         return KLPenalty(kl_coef, epsilon)
-    if name == "spo":
-        return SPO(epsilon)
+    if name == "spo":  # a linear clip schedule ends at 0, where SPO's 1/eps is not a number: keep the policy instead
+        return SPO(max(epsilon, 1e-6))
     return Surrogate(epsilon)
 
 

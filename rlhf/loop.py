@@ -296,10 +296,10 @@ class RLHFConfig:
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
         policy_config = self.ppo()
         policy_config.validate()
-        one_env = not isinstance(policy_config, GPTOConfig) or policy_config.tasks is None
-        check(
-            one_env, "--ppo-config: GPTO's tasks are not for rlhf run (its reward model reads one env's observations)"
-        )
+        if isinstance(policy_config, GPTOConfig):
+            check(policy_config.tasks is None, "--ppo-config: GPTO's tasks are not for rlhf run (one env's rewards)")
+            check(policy_config.reuse == 1, "--ppo-config: GPTO's reuse is not for rlhf run (earlier rollouts' "
+                  "rewards came from reward models since retrained)")  # fmt: skip
         self.make_teacher()
         if self.human and self.env in MUJOCO_VIEWS:
             check_mujoco_rendering()  # people see clips: refuse before the run folder exists, not at the first query

@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+import baselines.gpto as gpto_module
+import baselines.ppo
 from baselines.common.errors import ConfigError
 from baselines.common.returns import gae, vtrace
 from baselines.gpto import (
     GPTOConfig,
+    GPTOState,
     KLGuard,
     StoredRollout,
     auxiliary_phase,
@@ -36,7 +39,7 @@ from baselines.ppo import (
     ppo_update,
     value_estimates,
 )
-from baselines.trust import Surrogate
+from baselines.trust import Surrogate, trust_term
 from rlhf.cli import main
 
 
@@ -57,10 +60,12 @@ def test_vtrace_matches_hand_computation_with_truncated_weights() -> None:
     no = np.zeros((2, 1), bool)
     log_rhos = np.log(np.array([[2.0], [0.5]]))  # rho: min(1, 2) = 1 at step 0; 0.5 at step 1
     adv, ret = vtrace(rewards, values, next_values, no, no, gamma, lam, log_rhos, rho_bar)
-    a1 = 0.5 * (2.0 + 0.9 * 3.0 - 1.0)  # 1.85
-    a0 = 1.0 * (1.0 + 0.9 * 1.0 - 0.5) + gamma * lam * 1.0 * a1  # c_0 = lambda * min(1, 2)
-    np.testing.assert_allclose(adv[:, 0], [a0, a1])
-    np.testing.assert_allclose(ret, adv + values)
+    delta0, delta1 = 1.0 + 0.9 * 1.0 - 0.5, 2.0 + 0.9 * 3.0 - 1.0  # 1.4, 3.7
+    d1 = 0.5 * delta1  # v_1 - V(s_1) = rho_1 delta_1 = 1.85
+    d0 = 1.0 * delta0 + gamma * lam * 1.0 * d1  # rho_0 delta_0 + gamma c_0 D_1, c_0 = lambda min(1, 2)
+    np.testing.assert_allclose(ret[:, 0], [0.5 + d0, 1.0 + d1])
+    # The advantage of the action taken is not weighted at its own step (the loss weights it, once):
+    np.testing.assert_allclose(adv[:, 0], [delta0 + gamma * lam * d1, delta1])
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -124,6 +129,37 @@ def test_the_auxiliary_phase_keeps_the_policy_within_its_bound_and_trains_the_va
     assert metrics["aux/clone_kl"] > 0
 
 
+def test_each_reused_sample_is_weighted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The advantage column of an earlier rollout is its V-trace advantage (normalized over the batch) times
+    min(rho_bar, pi/mu), once: V-trace's own rho at step t is not applied a second time."""
+    cfg = GPTOConfig.defaults_for("CartPole-v1", reuse=2, num_steps=32, n_epochs=4)
+    state = init_gpto(cfg)
+    gpto_update(state, collect_rollout(state))
+    real_optimize = baselines.ppo.optimize
+    checked: list[float] = []
+
+    def spy(state_: GPTOState, columns: tuple[np.ndarray, ...], *args: object, **kwargs: object) -> object:
+        raw, ratios = [], []  # from the memory and the networks as the update sees them, before it steps
+        for stored in state_.memory:
+            values, next_values = value_estimates(state_.agent, stored.norm_obs, stored.norm_next_obs)
+            now = log_probs(state_.agent, stored.norm_obs.reshape(-1, state_.agent.obs_dim), stored.actions.reshape(-1))
+            log_rhos = now.reshape(values.shape) - stored.behaviour_logp
+            advantages, _ = vtrace(stored.rewards, values, next_values, stored.terminated, stored.truncated,
+                                   cfg.gamma, cfg.gae_lambda, log_rhos, cfg.rho_bar)  # fmt: skip
+            raw.append(advantages.reshape(-1))
+            ratios.append(np.exp(log_rhos.reshape(-1)))
+        unweighted = np.concatenate(raw)
+        normalized = (unweighted - unweighted.mean()) / (unweighted.std(ddof=1) + 1e-8)
+        weights = np.minimum(np.concatenate(ratios), cfg.rho_bar)
+        np.testing.assert_allclose(columns[3], normalized * weights, rtol=1e-4, atol=1e-5)
+        checked.append(float(weights.min()))
+        return real_optimize(state_, columns, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gpto_module, "optimize", spy)
+    gpto_update(state, collect_rollout(state))
+    assert checked and checked[0] < 0.99  # the earlier rollout is off-policy: some weights below 1
+
+
 def test_reuse_trains_on_earlier_rollouts_with_truncated_weights() -> None:
     cfg = GPTOConfig.defaults_for("CartPole-v1", reuse=3, num_steps=32)
     state = init_gpto(cfg)
@@ -166,3 +202,37 @@ def test_bad_settings_are_one_line(capsys: pytest.CaptureFixture[str], flags: li
 def test_an_unknown_trust_term_built_in_code_is_refused() -> None:
     with pytest.raises(ConfigError, match="--trust must be one of clip, kl, spo, trust-region"):
         dataclasses.replace(GPTOConfig(), trust="sbo").validate()  # type: ignore[arg-type]
+
+
+def test_an_epoch_cut_short_by_max_kl_is_still_held_to_the_bound() -> None:
+    bound = 1e-3
+    cfg = GPTOConfig.defaults_for("CartPole-v1", trust="trust-region", kl_bound=bound, learning_rate=1e-2,
+                                  batch_size=32, max_kl=5e-3, n_epochs=4)  # fmt: skip
+    state = init_gpto(cfg)
+    for _ in range(3):
+        metrics = gpto_update(state, collect_rollout(state))
+        assert metrics["trust/kl"] <= bound + 1e-9
+
+
+def test_spo_at_a_clip_range_annealed_to_zero_keeps_the_policy() -> None:
+    loss, grad = trust_term("spo", 0.0, 1.0).numpy(np.array([1.0, 1.0]), np.array([1.0, -1.0]))
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"rho_bar": 0.5}, "--rho-bar must be at least 1"),
+    ({"kl_penalty_target": 0.0}, "--kl-penalty-target must be a positive number"),
+    ({"aux_every": -1}, "--aux-every must be >= 0"),
+])  # fmt: skip
+def test_settings_out_of_range_are_refused(overrides: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        GPTOConfig.defaults_for("CartPole-v1", **overrides).validate()
+
+
+def test_a_run_resumes_only_as_the_algorithm_it_was(tmp_path: Path) -> None:
+    from baselines.common.config import resume_default
+    from baselines.ppo import PPOConfig, train_ppo
+
+    train_ppo(PPOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, out=tmp_path / "ppo"))
+    with pytest.raises(ConfigError, match="is a run of rlhf ppo; continue it with rlhf ppo --resume"):
+        train_gpto(resume_default(GPTOConfig, tmp_path / "ppo"))

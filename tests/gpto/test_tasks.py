@@ -106,3 +106,17 @@ def test_a_fine_tuned_run_resumes_and_tasks_are_refused_in_rlhf(tmp_path: Path) 
     settings.write_text('{"tasks": "cartpole-poles"}')
     with pytest.raises(ConfigError, match="GPTO's tasks are not for rlhf run"):
         RLHFConfig(env="CartPole-v1", algo="gpto", ppo_config=settings).validate()
+    settings.write_text('{"reuse": 2}')
+    with pytest.raises(ConfigError, match="GPTO's reuse is not for rlhf run"):
+        RLHFConfig(env="CartPole-v1", algo="gpto", ppo_config=settings).validate()
+
+
+def test_tasks_need_flat_box_observations_and_init_from_a_like_network(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gpto", "--env", "FrozenLake-v1", "--tasks", "FrozenLake-v1"]) == 2
+    err = capsys.readouterr().err
+    assert "tasks need a flat Box" in err and len(err.strip().splitlines()) == 1
+    train_gpto(GPTOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, out=tmp_path / "tanh"))
+    with pytest.raises(ConfigError, match=r"that run had activation tanh \(here relu\)"):
+        init_gpto(GPTOConfig.defaults_for("CartPole-v1", activation="relu", init_from=tmp_path / "tanh"))

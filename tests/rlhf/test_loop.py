@@ -326,13 +326,13 @@ def test_gpto_optimizes_the_learned_reward_with_its_settings_and_resumes(tmp_pat
     the KL coefficient checkpointed), and a finished run resumes as GPTO."""
     out = tmp_path / "run"
     settings = tmp_path / "gpto.json"
-    settings.write_text(json.dumps({"trust": "kl", "kl_coef": 0.3, "reuse": 2}))
+    settings.write_text(json.dumps({"trust": "kl", "kl_penalty_coef": 0.3}))
     config = dataclasses.replace(TINY, algo="gpto", ppo_config=settings, eval_every=0, out=out)
     summary = run_rlhf(config)
     assert summary["policy_algo"] == "gpto"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    coefficients = [r["trust/kl_coef"] for r in rows if "trust/kl_coef" in r]
+    coefficients = [r["trust/kl_penalty_coef"] for r in rows if "trust/kl_penalty_coef" in r]
     assert len(coefficients) == 4096 // 256 and coefficients[0] == 0.3 and len(set(coefficients)) > 1
     checkpoint = load_checkpoint(out / "checkpoint.pt")
-    assert checkpoint is not None and checkpoint["ppo"]["kl_coef"] != 0.3
+    assert checkpoint is not None and checkpoint["ppo"]["kl_penalty_coef"] != 0.3
     assert run_rlhf(RLHFConfig.cli_default(None, None, str(out)))["policy_algo"] == "gpto"
