@@ -236,3 +236,24 @@ def test_a_run_resumes_only_as_the_algorithm_it_was(tmp_path: Path) -> None:
     train_ppo(PPOConfig.defaults_for("CartPole-v1", total_steps=512, eval_episodes=2, out=tmp_path / "ppo"))
     with pytest.raises(ConfigError, match="is a run of rlhf ppo; continue it with rlhf ppo --resume"):
         train_gpto(resume_default(GPTOConfig, tmp_path / "ppo"))
+
+
+@pytest.mark.parametrize("trust", ["kl", "spo", "trust-region"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_the_autograd_learner_lands_where_the_numpy_learner_lands(env_id: str, trust: str) -> None:
+    """What --device cuda runs (autograd of ppo_loss with the trust term, the auxiliary phase, the line search),
+    here on the CPU, from identical states: rounding moves a parameter by ~1e-7; the update by ~1e-3."""
+    cfg = GPTOConfig.defaults_for(env_id, trust=trust, num_steps=64, batch_size=64, n_epochs=2, aux_every=1,
+                                  aux_epochs=1, kl_bound=0.005)  # fmt: skip
+    states = [init_gpto(cfg), init_gpto(cfg)]
+    before = states[0].agent.params.data.clone()
+    paths = [False, True]
+    metrics = [
+        gpto_update(state, collect_rollout(state), autograd=path) for state, path in zip(states, paths, strict=True)
+    ]
+    numpy_params, autograd_params = (state.agent.params.data for state in states)
+    assert float((numpy_params - before).abs().max()) > 5e-4
+    np.testing.assert_allclose(autograd_params.numpy(), numpy_params.numpy(), rtol=0, atol=5e-5)
+    assert metrics[1]["trust/kl"] == pytest.approx(metrics[0]["trust/kl"], rel=1e-2, abs=1e-6)
+    for state in states:
+        state.envs.close()
