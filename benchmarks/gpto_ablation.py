@@ -36,11 +36,18 @@ from rlhf_protocol_stats import (
     CONFIDENCE,
     Estimate,
     iqm,
-    markdown_table,
+    publish_table,
     stratified_bootstrap,
-    text_table,
 )
-from run_records import code_version, git_commit, load_records, run_and_record, short_hash
+from run_records import (
+    add_seed_set_arguments,
+    chosen_seeds,
+    code_version,
+    git_commit,
+    load_records,
+    run_and_record,
+    short_hash,
+)
 
 from baselines.common.errors import ConfigError, check
 
@@ -347,21 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="ablation rows, comma-separated")
     parser.add_argument("--families", default=",".join(FAMILIES), help="multi-task families, comma-separated")
-    parser.add_argument(
-        "--seeds",
-        choices=("tuning", "report"),
-        default="report",
-        help=f"tuning {list(TUNING_SEEDS)} or report {list(REPORT_SEEDS)}",
-    )
-    parser.add_argument("--num-seeds", type=int, default=None, help="only the first N seeds of the set")
+    add_seed_set_arguments(parser, TUNING_SEEDS, REPORT_SEEDS, RESULTS)
     parser.add_argument(
         "--total-steps", type=int, default=None, help="every run's budget (default: each env's PPO row)"
     )
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines results file (resumable)")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help="bootstrap resamples")
-    parser.add_argument("--no-run", action="store_true", help="only summarize what --results already holds")
     return parser
 
 
@@ -388,8 +385,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         unknown = [name for name in names if name not in TASK_FAMILIES]
         check(not unknown, f"unknown task families {unknown}; known: {', '.join(TASK_FAMILIES)}")
     check(args.jobs >= 1 and args.reps >= 1, "--jobs and --reps must be at least 1")
-    check(args.num_seeds is None or args.num_seeds >= 1, "--num-seeds must be at least 1")
-    seeds = list(TUNING_SEEDS if args.seeds == "tuning" else REPORT_SEEDS)[: args.num_seeds]
+    seeds = chosen_seeds(args, TUNING_SEEDS, REPORT_SEEDS)
     jobs = plan_jobs(args.part, names, envs, seeds, args.total_steps)
     done = load_records(args.results)
     if not args.no_run:
@@ -409,10 +405,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{args.seeds} seeds {seeds}, commit {git_commit()} (code {code_version()}); {len(records)} of "
         f"{len(jobs)} runs recorded; {CONFIDENCE:.0%} stratified-bootstrap intervals ({args.reps} resamples)"
     )
-    print(f"\n{command}\n{about}\n{text_table(table, headers)}")
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"`{command}`\n\n{about}\n\n{markdown_table(table, headers)}\n")
+    publish_table(command, about, table, args.markdown, headers)
     return 0
 
 

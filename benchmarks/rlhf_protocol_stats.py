@@ -249,6 +249,16 @@ def markdown_table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADE
     return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines)
 
 
+def publish_table(
+    command: str, about: str, table: Sequence[Sequence[str]], markdown: Path | None, headers: Sequence[str] = HEADERS
+) -> None:
+    """Print the command, what it covers and the table; write the same as markdown to ``markdown`` when given."""
+    print(f"\n{command}\n{about}\n{text_table(table, headers)}")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(f"`{command}`\n\n{about}\n\n{markdown_table(table, headers)}\n")
+
+
 def write_plot(path: Path, results: Sequence[RowResult], title: str, table: Sequence[Sequence[str]], reps: int) -> None:
     """Performance profile of the normalized scores (all rows, stratified bootstrap band; each row's curve)."""
     import plotly.graph_objects as go

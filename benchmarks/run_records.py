@@ -8,6 +8,7 @@ Used by ``rlhf_protocol.py`` and ``ppo_vs_sb3.py``; ``results/README.md`` says w
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import json
@@ -17,6 +18,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from baselines.common.errors import check
 
 Job = TypeVar("Job")
 
@@ -108,3 +111,27 @@ def run_and_record(
         append_records(pool.imap_unordered(run, jobs), path, len(jobs), describe)
         pool.close()  # then join: leaving the block terminates, which is for a failure
         pool.join()
+
+
+def add_seed_set_arguments(
+    parser: argparse.ArgumentParser, tuning: Sequence[int], report: Sequence[int], results: Path
+) -> None:
+    """The flags of a benchmark recorded over a seed set: ``--seeds``, ``--num-seeds``, ``--jobs``, ``--results``,
+    ``--markdown``, ``--no-run`` (``chosen_seeds`` reads the first two)."""
+    parser.add_argument(
+        "--seeds",
+        choices=("tuning", "report"),
+        default="report",
+        help=f"tuning {list(tuning)} or report {list(report)}",
+    )
+    parser.add_argument("--num-seeds", type=int, default=None, help="only the first N seeds of the set (smoke runs)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
+    parser.add_argument("--results", type=Path, default=results, help="JSON-lines results file (resumable)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
+    parser.add_argument("--no-run", action="store_true", help="only summarize what --results already holds")
+
+
+def chosen_seeds(args: argparse.Namespace, tuning: Sequence[int], report: Sequence[int]) -> list[int]:
+    """The seeds ``--seeds`` and ``--num-seeds`` pick; ConfigError for a count below 1."""
+    check(args.num_seeds is None or args.num_seeds >= 1, f"--num-seeds must be at least 1, got {args.num_seeds}")
+    return list(tuning if args.seeds == "tuning" else report)[: args.num_seeds]
