@@ -9,7 +9,7 @@ PPO's rollouts, GAE, loss and flat-buffer learner are ``baselines/ppo.py``'s, re
    decoupled PPO objective of Hilton et al. 2021, https://arxiv.org/abs/2110.00641). With ``reuse`` 1 the data is
    on-policy: the weights are 1 and the advantages GAE's, exactly PPO's update.
 2. **Policy phase.** ``n_epochs`` of minibatch steps on ``ppo_loss`` with the trust term (``baselines/trust.py``):
-   clip, adaptive KL penalty, SPO, or the plain surrogate under a hard KL bound, where the policy's change over
+   clip, adaptive KL penalty, SPO, or the clip under a hard KL bound, where the policy's change over
    an epoch whose batch KL from ``pi_old`` exceeds ``kl_bound`` is halved until it fits, or undone and the update
    ends.
 3. **Auxiliary phase** (PPG, Cobbe et al. 2021, https://arxiv.org/abs/2009.04416), every ``aux_every`` updates:
@@ -284,11 +284,11 @@ def auxiliary_phase(state: GPTOState, obs: np.ndarray, targets: np.ndarray) -> d
     with torch.no_grad():
         old_policy = policy_distribution(agent, before, obs_t)
     losses = np.zeros(3)
-    count = 0
+    count, size = 0, -(-len(obs) // cfg.aux_minibatches)
     for _epoch in range(cfg.aux_epochs):
         perm = torch.from_numpy(state.rng.permutation(len(obs))).to(device)
-        for start in range(0, len(obs), cfg.aux_batch_size):
-            idx = perm[start : start + cfg.aux_batch_size]
+        for start in range(0, len(obs), size):
+            idx = perm[start : start + size]
             flat = agent.params.data.detach().requires_grad_()
             actor, critic = agent.params.bind_copy(flat)
             out = actor.forward(obs_t[idx], cache=False)

@@ -28,7 +28,7 @@ class GPTOConfig(PPOConfig):
 
     trust: TrustName = "clip"
     """Trust term: clip (PPO), kl (adaptive KL penalty), spo (SPO's quadratic penalty; epsilon = --clip-range) or
-    trust-region (the plain surrogate, each epoch backtracked until the batch KL is within --kl-bound)."""
+    trust-region (the clip, each epoch backtracked until the batch KL is within --kl-bound)."""
     kl_penalty_coef: float = 1.0
     """Initial KL penalty coefficient (trust kl); it adapts to hold the update's KL near --kl-penalty-target."""
     kl_penalty_target: float = 0.01
@@ -46,8 +46,8 @@ class GPTOConfig(PPOConfig):
     """Run PPG's auxiliary phase every this many updates (0: never)."""
     aux_epochs: int = 6
     """Epochs of the auxiliary phase over the states of the last --aux-every rollouts."""
-    aux_batch_size: int = 256
-    """Minibatch size of the auxiliary phase."""
+    aux_minibatches: int = 16
+    """Minibatches per epoch of the auxiliary phase (PPG's; each holds 1/16 of the stored states)."""
     aux_clone_coef: float = 1.0
     """Weight of the KL to the pre-phase policy in the auxiliary loss (PPG's beta_clone)."""
     aux_kl_bound: float = 0.01
@@ -78,7 +78,7 @@ class GPTOConfig(PPOConfig):
         check(math.isfinite(rho_bar) and rho_bar >= 1, f"--rho-bar must be at least 1 (on-policy data), got {rho_bar}")
         check(self.backtrack_steps >= 0, f"--backtrack-steps must be >= 0, got {self.backtrack_steps}")
         check(self.aux_every >= 0, f"--aux-every must be >= 0 (0: no auxiliary phase), got {self.aux_every}")
-        check(self.aux_epochs >= 1 and self.aux_batch_size >= 1, "--aux-epochs and --aux-batch-size must be >= 1")
+        check(self.aux_epochs >= 1 and self.aux_minibatches >= 1, "--aux-epochs and --aux-minibatches must be >= 1")
         if self.tasks is not None:
             tasks = parse_tasks(self.tasks)
             family = TASK_FAMILIES.get(self.tasks.partition("/")[0])

@@ -3,7 +3,9 @@
 Each term is a loss on ``r = pi(a|s) / pi_old(a|s)`` and the advantages ``A`` of a minibatch, written twice: in
 torch (the statement autograd differentiates, ``baselines.ppo.ppo_loss``) and in NumPy with its derivative w.r.t.
 ``r`` (the CPU fast path, ``baselines.ppo_gradient``; a test holds the two equal). GPTO's fourth term, the hard trust
-region, is the plain surrogate here plus a KL bound its update enforces by backtracking (``baselines/gpto.py``).
+region, is the clip here plus a KL bound its update enforces by backtracking (``baselines/gpto.py``): the plain
+surrogate ``-mean(r A)`` under the bound alone, TRPO's objective without its natural gradient, stayed near a random
+policy's return on Pendulum (docs/gpto.md).
 
 - ``Clip`` (PPO, Schulman et al. 2017 eq. 7): ``-mean(min(r A, clip(r, 1-eps, 1+eps) A))``.
 - ``KLPenalty`` (PPO eq. 8): ``-mean(r A) + beta mean(r - 1 - log r)``; the second mean is the k3 estimate of
@@ -11,7 +13,6 @@ region, is the plain surrogate here plus a KL bound its update enforces by backt
 - ``SPO`` (Simple Policy Optimization, Xie et al., ICML 2025, https://arxiv.org/abs/2401.16025 eq. 13):
   ``-mean(r A - |A| / (2 eps) (r - 1)^2)``, whose optimum in ``r`` lies on the trust boundary ``1 +- eps`` and whose
   gradient pulls ``r`` back past it instead of vanishing as the clip's does.
-- ``Surrogate``: ``-mean(r A)`` alone (TRPO's objective); only safe under a KL bound.
 """
 
 from __future__ import annotations
@@ -83,26 +84,13 @@ class SPO:
         return -(ratio * advantages - advantages.abs() / (2.0 * self.epsilon) * (ratio - 1.0) ** 2).mean()
 
 
-@dataclass(frozen=True)
-class Surrogate:
-    epsilon: float
-
-    def numpy(self, ratio: np.ndarray, advantages: np.ndarray) -> tuple[float, np.ndarray]:
-        return -float((ratio * advantages).sum()) / ratio.shape[0], -advantages / ratio.shape[0]
-
-    def torch(self, ratio: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
-        return -(ratio * advantages).mean()
-
-
 def trust_term(name: TrustName, epsilon: float, kl_coef: float) -> TrustTerm:
     """The term called ``name`` (``epsilon``: the clip range or SPO's; ``kl_coef``: the KL penalty's beta)."""
-    if name == "clip":
-        return Clip(epsilon)
     if name == "kl":
         return KLPenalty(kl_coef, epsilon)
     if name == "spo":  # a linear clip schedule ends at 0, where SPO's 1/eps is not a number: keep the policy instead
         return SPO(max(epsilon, 1e-6))
-    return Surrogate(epsilon)
+    return Clip(epsilon)  # clip, and trust-region: the clip under the bound its update enforces
 
 
 def adapt_kl_coef(beta: float, kl: float, kl_target: float) -> float:

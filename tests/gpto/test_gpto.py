@@ -39,7 +39,7 @@ from baselines.ppo import (
     ppo_update,
     value_estimates,
 )
-from baselines.trust import Surrogate, trust_term
+from baselines.trust import Clip, trust_term
 from rlhf.cli import main
 
 
@@ -105,7 +105,7 @@ def test_the_hard_trust_region_never_accepts_an_epoch_above_its_bound() -> None:
         return keep_going
 
     rejected: list[bool] = []
-    optimize(state, columns, Surrogate(0.2), full_batch=False, epoch_guard=checked)
+    optimize(state, columns, Clip(0.2), full_batch=False, epoch_guard=checked)
     assert accepted_kls and max(accepted_kls) <= bound
     assert guard.halvings > 0  # the bound was reached: the test checked backtracking, not just small steps
 
