@@ -41,10 +41,12 @@ from rlhf_protocol_stats import (
 )
 from run_records import (
     add_seed_set_arguments,
+    check_code_argument,
     chosen_seeds,
     code_version,
     git_commit,
     load_records,
+    records_of_code,
     run_and_record,
     short_hash,
 )
@@ -365,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args, list(sys.argv[1:] if argv is None else argv))
+        check_code_argument(args)
+        with records_of_code(args.code):
+            return run(args, list(sys.argv[1:] if argv is None else argv))
     except ConfigError as error:
         print(f"gpto_ablation: error: {error}", file=sys.stderr)
         return 2

@@ -70,10 +70,12 @@ from rlhf_protocol_stats import (
 )
 from run_records import (
     add_seed_set_arguments,
+    check_code_argument,
     chosen_seeds,
     code_version,
     git_commit,
     load_records,
+    records_of_code,
     run_and_record,
     short_hash,
 )
@@ -206,6 +208,8 @@ def settings_hash(kind: Kind, config: RLHFConfig) -> str:
     """Hash of what decides the run's outcome apart from its seed: its resolved config and ``code_version()``."""
     if kind == "rlhf":
         what: dict[str, Any] = dataclasses.asdict(dataclasses.replace(config, seed=0, out=None))
+        if what["algo"] == "ppo":  # as every run recorded before --algo existed: their keys stay valid
+            del what["algo"]
     elif kind == "ppo":
         what = dataclasses.asdict(dataclasses.replace(ppo_true_config(config), seed=0, out=None))
     else:
@@ -412,7 +416,9 @@ def run_protocol(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_protocol(args, list(sys.argv[1:] if argv is None else argv))
+        check_code_argument(args)
+        with records_of_code(args.code):
+            return run_protocol(args, list(sys.argv[1:] if argv is None else argv))
     except ConfigError as error:
         print(f"rlhf_protocol: error: {error}", file=sys.stderr)
         return 2

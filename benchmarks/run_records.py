@@ -9,13 +9,14 @@ Used by ``rlhf_protocol.py`` and ``ppo_vs_sb3.py``; ``results/README.md`` says w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,10 +41,32 @@ def git_commit() -> str:
     return _git("rev-parse", "--short", "HEAD").strip() or "unknown"
 
 
-@functools.cache
+_READ_CODE: list[str] = []
+"""While ``records_of_code`` holds a hash, the code version that keys and reports use (innermost last)."""
+
+
 def code_version(root: Path = REPO_ROOT) -> str:
     """Hash of the code that runs: the committed trees of ``baselines/`` and ``rlhf/`` and any uncommitted change
-    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not."""
+    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not. Within
+    ``records_of_code(HASH)``: HASH."""
+    return _READ_CODE[-1] if _READ_CODE else _code_version(root)
+
+
+@contextlib.contextmanager
+def records_of_code(code: str | None) -> Iterator[None]:
+    """Within the block, ``code_version()`` is ``code`` (None: the code that runs): reading the records an earlier
+    code made, e.g. the tables the docs show, after ``baselines/`` or ``rlhf/`` changed (``--no-run --code``)."""
+    if code is not None:
+        _READ_CODE.append(code)
+    try:
+        yield
+    finally:
+        if code is not None:
+            _READ_CODE.pop()
+
+
+@functools.cache
+def _code_version(root: Path) -> str:
     trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf", cwd=root)
     if not trees:
         return "unknown"
@@ -129,6 +152,19 @@ def add_seed_set_arguments(
     parser.add_argument("--results", type=Path, default=results, help="JSON-lines results file (resumable)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument("--no-run", action="store_true", help="only summarize what --results already holds")
+    add_code_argument(parser)
+
+
+def add_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--code", default=None, metavar="HASH",
+        help="with --no-run: the records of this code of baselines/ and rlhf/ (the hash the docs' tables name), "
+        "not of the code here",
+    )  # fmt: skip
+
+
+def check_code_argument(args: argparse.Namespace) -> None:
+    check(args.code is None or args.no_run, "--code reads the records of other code: it needs --no-run")
 
 
 def chosen_seeds(args: argparse.Namespace, tuning: Sequence[int], report: Sequence[int]) -> list[int]:
