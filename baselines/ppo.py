@@ -15,7 +15,8 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +35,7 @@ from baselines.common.returns import gae
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due
 from baselines.ppo_config import PPOConfig as PPOConfig  # re-exported: rlhf and the benchmarks import it from here
 from baselines.ppo_gradient import log_prob, minibatch_gradients, normalize_advantages
+from baselines.trust import Clip, TrustTerm
 
 
 # --------------------------------------------------------------------------------------------------- the agent
@@ -42,6 +44,8 @@ class ActorCritic:
 
     The learner trains ``params`` on ``config.device``. Acting runs flat_mlp's NumPy forward on the CPU: on the
     parameters themselves when they live there, else on a CPU copy that ``refresh_cpu_copy`` updates.
+    ``aux_outputs`` extra actor outputs follow the policy's (PPG's auxiliary value head, ``baselines/gpto.py``);
+    ``policy_out`` drops them.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class ActorCritic:
         action_space: gym.Space[Any],
         config: PPOConfig,
         generator: torch.Generator,
+        aux_outputs: int = 0,
     ) -> None:
         if not isinstance(observation_space, gym.spaces.Box):
             raise ConfigError(
@@ -69,7 +74,9 @@ class ActorCritic:
         else:
             raise ConfigError(f"PPO here handles Discrete or 1-D Box actions; {config.env} has {action_space}")
         self.squash = config.action_bounds == "squash"
-        actor = MLPSpec((self.obs_dim, *config.hidden_sizes, self.action_dim), config.activation, out_gain=0.01)
+        self.aux_outputs = aux_outputs
+        actor_out = self.action_dim + aux_outputs
+        actor = MLPSpec((self.obs_dim, *config.hidden_sizes, actor_out), config.activation, out_gain=0.01)
         critic = MLPSpec((self.obs_dim, *config.hidden_sizes, 1), config.activation, out_gain=1.0)
         self.params = FlatParameters([actor, critic], generator, device=config.device, extras=extras)
         self.actor, self.critic = self.params.mlps
@@ -78,6 +85,10 @@ class ActorCritic:
         self.cpu_actor, self.cpu_critic = self.params.mlps if self.on_cpu else self.params.bind_copy(self.cpu_data)
         self.cpu_log_std = None if self.discrete else self.cpu_data[-self.action_dim :].numpy()  # extras come last
 
+    def policy_out(self, out: Any) -> Any:
+        """The policy's part of the actor's output (logits or Gaussian means), NumPy or torch."""
+        return out[:, : self.action_dim] if self.aux_outputs else out
+
     def refresh_cpu_copy(self) -> None:
         """Copy the parameters to the CPU copy that acts (once per rollout; nothing to do when they live there)."""
         if not self.on_cpu:
@@ -85,7 +96,7 @@ class ActorCritic:
 
     def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray:
         """Sampled (or mode) actions for normalized observations; continuous actions are pre-bounds."""
-        out = self.cpu_actor.forward(obs, cache=False)
+        out = self.policy_out(self.cpu_actor.forward(obs, cache=False))
         if self.discrete:
             if deterministic:
                 return out.argmax(axis=1)
@@ -160,15 +171,18 @@ class PPOState:
         return lambda obs: self.agent.to_env(self.agent.act(self.normalize(obs), self.rng, deterministic))
 
 
-def init_ppo(config: PPOConfig) -> PPOState:
-    """Make the envs and the agent."""
+def init_ppo(
+    config: PPOConfig, aux_outputs: int = 0, envs: gym.vector.VectorEnv[Any, Any, Any] | None = None
+) -> PPOState:
+    """Make the envs (unless given: a multi-task learner's) and the agent (``aux_outputs``: see ActorCritic)."""
     config.validate()
     torch.set_num_threads(config.torch_threads)
     limit_blas_threads(config.torch_threads)
     generator = torch.Generator().manual_seed(config.seed)
     # copy=False: collect_rollout copies each observation it keeps, once.
-    envs = make_vec_env(config.env, config.num_envs, config.vectorization, copy=False)
-    agent = ActorCritic(envs.single_observation_space, envs.single_action_space, config, generator)
+    if envs is None:
+        envs = make_vec_env(config.env, config.num_envs, config.vectorization, copy=False)
+    agent = ActorCritic(envs.single_observation_space, envs.single_action_space, config, generator, aux_outputs)
     return PPOState(
         config=config,
         envs=envs,
@@ -232,26 +246,27 @@ def ppo_loss(
     agent: ActorCritic,
     flat: torch.Tensor,
     cfg: PPOConfig,
-    clip_range: float,
+    trust: TrustTerm,
     minibatch: Sequence[torch.Tensor],
     normalized: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's loss on one minibatch, differentiable w.r.t. ``flat`` (parameters laid out as ``agent.params.data``).
 
-    ``loss = -mean(min(r A, clip(r, 1 - eps, 1 + eps) A)) + vf_coef mean((V - R)^2) - ent_coef mean(H)`` with
-    ``r = pi(a|s) / pi_old(a|s)`` (eq. 7 and 9 of the paper, signs as SB3's). With ``clip_range_vf``, ``V`` is held
+    ``loss = trust(r, A) + vf_coef mean((V - R)^2) - ent_coef mean(H)`` with ``r = pi(a|s) / pi_old(a|s)`` (eq. 9
+    of the paper, signs as SB3's); PPO's trust term is ``Clip``: ``-mean(min(r A, clip(r, 1 - eps, 1 + eps) A))``
+    (eq. 7), GPTO's others are in ``baselines/trust.py``. With ``clip_range_vf``, ``V`` is held
     within the old value +- that (SB3's value clipping). Advantages are normalized over the minibatch (sample std)
     unless ``normalized`` says the caller did it.
 
     ``minibatch``: ``(obs, actions, logp_old, advantages, returns, values_old)``, row-aligned. Returns the loss and
     the LOSS_STATS (detached): approx_kl is the k3 estimator ``mean(r - 1 - log r)``, clipfrac the share of
-    ``|r - 1| > eps``.
+    ``|r - 1| > trust.epsilon``.
     """
     obs, actions, logp_old, advantages, returns, values_old = minibatch
     if cfg.normalize_advantage and len(advantages) > 1 and not normalized:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     actor, critic = agent.params.bind_copy(flat)  # flat_mlp's torch forward, which autograd differentiates
-    out, values = actor.forward(obs, cache=False), critic.forward(obs, cache=False)[:, 0]
+    out, values = agent.policy_out(actor.forward(obs, cache=False)), critic.forward(obs, cache=False)[:, 0]
     dist: torch.distributions.Distribution
     if agent.discrete:
         dist = torch.distributions.Categorical(logits=out, validate_args=False)
@@ -262,24 +277,24 @@ def ppo_loss(
     logp, entropy = dist.log_prob(actions), dist.entropy()  # type: ignore[no-untyped-call]
     log_ratio = logp - logp_old
     ratio = log_ratio.exp()
-    policy_loss = -torch.minimum(ratio * advantages, ratio.clamp(1 - clip_range, 1 + clip_range) * advantages).mean()
+    policy_loss = trust.torch(ratio, advantages)
     if cfg.clip_range_vf is not None:
         values = values_old + (values - values_old).clamp(-cfg.clip_range_vf, cfg.clip_range_vf)
     value_loss = ((values - returns) ** 2).mean()
     loss = policy_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * value_loss
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
-        clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+        clip_fraction = ((ratio - 1.0).abs() > trust.epsilon).float().mean()
         stats = torch.stack([policy_loss, value_loss, entropy.mean(), approx_kl, clip_fraction])
     return loss, stats
 
 
 def autograd_gradients(
-    agent: ActorCritic, cfg: PPOConfig, clip_range: float, minibatch: Sequence[torch.Tensor], normalized: bool = False
+    agent: ActorCritic, cfg: PPOConfig, trust: TrustTerm, minibatch: Sequence[torch.Tensor], normalized: bool = False
 ) -> np.ndarray:
     """The ``--device cuda`` path: autograd's d(ppo_loss)/d(params) into ``agent.params.grad``; returns the stats."""
     flat = agent.params.data.detach().requires_grad_()
-    loss, stats = ppo_loss(agent, flat, cfg, clip_range, minibatch, normalized)
+    loss, stats = ppo_loss(agent, flat, cfg, trust, minibatch, normalized)
     agent.params.grad.copy_(torch.autograd.grad(loss, flat)[0])
     return stats.cpu().numpy()
 
@@ -292,65 +307,126 @@ def ppo_update(state: PPOState, rollout: Rollout, autograd: bool = False) -> dic
     of ``ppo_loss`` (``autograd=True`` takes that path on the CPU too); then a global-norm clip and an Adam step.
     """
     cfg, agent = state.config, state.agent
-    use_autograd = autograd or not agent.on_cpu
-    steps, n = rollout.true_rewards.shape
-    batch = steps * n
-    rewards = rollout.rewards.astype(np.float32)
-    if state.reward_scaler is not None:
-        rewards = state.reward_scaler(rewards, rollout.terminated | rollout.truncated)
-
-    # Values of every observation and next observation, and the old log-probs: one batched forward on the CPU.
-    agent.refresh_cpu_copy()
-    both = np.concatenate([rollout.norm_obs, rollout.norm_next_obs]).reshape(2 * batch, agent.obs_dim)
-    values, next_values = agent.cpu_critic.forward(both, cache=False).reshape(2, steps, n)
+    rewards = scaled_rewards(state, rollout)
+    values, next_values = value_estimates(agent, rollout.norm_obs, rollout.norm_next_obs)
     advantages, returns = gae(
         rewards, values, next_values, rollout.terminated, rollout.truncated, cfg.gamma, cfg.gae_lambda
     )
-    b_obs = rollout.norm_obs.reshape(batch, agent.obs_dim)
-    b_actions = rollout.actions.reshape(batch, *rollout.actions.shape[2:])
-    b_logp_old = log_prob(agent.cpu_actor.forward(b_obs, cache=False), b_actions, agent.cpu_log_std)[0]
-    b_advantages = advantages.reshape(-1).astype(np.float32)
-    full_batch = cfg.batch_size >= batch  # one minibatch per epoch: order does not matter, skip the shuffle
-    if full_batch and cfg.normalize_advantage and batch > 1:
-        b_advantages = normalize_advantages(b_advantages)  # the same minibatch every epoch: normalize it once
-    b_returns, b_values = returns.reshape(-1).astype(np.float32), values.reshape(-1).astype(np.float32)
-    columns: tuple[Any, ...] = (b_obs, b_actions, b_logp_old, b_advantages, b_returns, b_values)
-    gradients: Callable[..., np.ndarray] = autograd_gradients if use_autograd else minibatch_gradients
-    if use_autograd:
-        columns = tuple(torch.from_numpy(column).to(cfg.device) for column in columns)
+    columns = policy_columns(agent, rollout.norm_obs, rollout.actions, advantages, returns, values)
+    full_batch = cfg.batch_size >= len(columns[0])  # one minibatch per epoch: order does not matter, no shuffle
+    if full_batch and cfg.normalize_advantage and len(columns[0]) > 1:  # the same minibatch every epoch: once
+        columns = (*columns[:3], normalize_advantages(columns[3]), *columns[4:])
+    means, stopped_early = optimize(state, columns, Clip(state.clip_range), full_batch, autograd)
+    metrics = update_metrics(state, means, stopped_early, returns, values)
+    state.update += 1
+    state.optimizer.lr, state.clip_range = cfg.schedule(state.global_step, state.optimizer.lr, means["approx_kl"])
+    return metrics
 
+
+def scaled_rewards(state: PPOState, rollout: Rollout) -> np.ndarray:
+    """``rollout.rewards`` as the update sees them: scaled by the running return std when normalize_reward."""
+    rewards = rollout.rewards.astype(np.float32)
+    if state.reward_scaler is not None:
+        rewards = state.reward_scaler(rewards, rollout.terminated | rollout.truncated)
+    return rewards
+
+
+def value_estimates(agent: ActorCritic, norm_obs: np.ndarray, norm_next_obs: np.ndarray) -> np.ndarray:
+    """``(values, next_values)`` stacked, each ``(T, N)``: one batched critic forward on the CPU."""
+    agent.refresh_cpu_copy()
+    steps, n = norm_obs.shape[:2]
+    both = np.concatenate([norm_obs, norm_next_obs]).reshape(2 * steps * n, agent.obs_dim)
+    return agent.cpu_critic.forward(both, cache=False).reshape(2, steps, n)
+
+
+def log_probs(agent: ActorCritic, b_obs: np.ndarray, b_actions: np.ndarray) -> np.ndarray:
+    """The current policy's log-probs of ``b_actions`` (flat batch), on the CPU copy."""
+    return log_prob(agent.policy_out(agent.cpu_actor.forward(b_obs, cache=False)), b_actions, agent.cpu_log_std)[0]
+
+
+def policy_columns(
+    agent: ActorCritic,
+    norm_obs: np.ndarray,
+    actions: np.ndarray,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    values: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """The flat batch ``ppo_loss`` takes: ``(obs, actions, logp_old, advantages, returns, values_old)``, with
+    ``logp_old`` the current policy's (the policy the update must stay near)."""
+    batch = advantages.size
+    b_obs = norm_obs.reshape(batch, agent.obs_dim)
+    b_actions = actions.reshape(batch, *actions.shape[2:])
+    b_logp_old = log_probs(agent, b_obs, b_actions)
+    as_flat = (column.reshape(-1).astype(np.float32) for column in (advantages, returns, values))
+    return (b_obs, b_actions, b_logp_old, *as_flat)
+
+
+EpochGuard = Callable[[torch.Tensor], bool]
+"""Called after each epoch with the parameters before it: may change them; False ends the update."""
+
+
+def optimize(
+    state: PPOState,
+    columns: tuple[np.ndarray, ...],
+    trust: TrustTerm,
+    full_batch: bool,
+    autograd: bool = False,
+    epoch_guard: EpochGuard | None = None,
+    normalized: bool | None = None,
+) -> tuple[dict[str, float], bool]:
+    """``n_epochs`` of minibatch steps on ``ppo_loss`` with ``trust``: the mean LOSS_STATS and grad norm, and
+    whether the epochs stopped early (``max_kl`` or the epoch guard). ``normalized``: the advantages need no
+    per-minibatch normalization (default: ``full_batch``, whose one minibatch the caller normalized)."""
+    cfg, agent = state.config, state.agent
+    use_autograd = autograd or not agent.on_cpu
+    batch = len(columns[0])
+    gradients: Callable[..., np.ndarray] = autograd_gradients if use_autograd else minibatch_gradients
+    data: tuple[Any, ...] = columns
+    if use_autograd:
+        data = tuple(torch.from_numpy(column).to(cfg.device) for column in columns)
     sums, count, stopped_early = np.zeros(len(LOSS_STATS) + 1), 0, False  # sums: the loss stats, the grad norm
     for _epoch in range(cfg.n_epochs):
+        before = agent.params.data.clone() if epoch_guard is not None else None
         perm = None if full_batch else state.rng.permutation(batch)
         for start in range(0, batch, cfg.batch_size):
-            minibatch = columns
+            minibatch = data
             if perm is not None:
                 idx = perm[start : start + cfg.batch_size]
-                minibatch = tuple(column[torch.from_numpy(idx) if use_autograd else idx] for column in columns)
-            stats = gradients(agent, cfg, state.clip_range, minibatch, full_batch)
+                minibatch = tuple(column[torch.from_numpy(idx) if use_autograd else idx] for column in data)
+            stats = gradients(agent, cfg, trust, minibatch, full_batch if normalized is None else normalized)
             sums[:-1] += stats
             sums[-1] += state.optimizer.clipped_step(cfg.max_grad_norm)
             count += 1
             if cfg.max_kl is not None and stats[3] > cfg.max_kl:  # approx KL
                 stopped_early = True
                 break
+        if before is not None and epoch_guard is not None and not epoch_guard(before):
+            stopped_early = True  # the guard sees an epoch cut short by max_kl too
         if stopped_early:
             break
-    means = dict(zip((*LOSS_STATS, "grad_norm"), (sums / count).tolist(), strict=True))
+    return dict(zip((*LOSS_STATS, "grad_norm"), (sums / count).tolist(), strict=True)), stopped_early
+
+
+def update_metrics(
+    state: PPOState, means: dict[str, float], stopped_early: bool, returns: np.ndarray, values: np.ndarray
+) -> dict[str, float]:
+    """The update's namespaced metrics: mean loss stats, explained variance, early stop, rate and clip range."""
     variance = float(np.var(returns))
     explained = float("nan") if variance == 0 else 1.0 - float(np.var(returns - values)) / variance
     metrics = {f"losses/{name}": mean for name, mean in means.items()}
     metrics |= {"losses/explained_variance": explained, "losses/early_stop": float(stopped_early)}
-    metrics |= {"charts/learning_rate": state.optimizer.lr, "charts/clip_range": state.clip_range}
-    state.update += 1
-    state.optimizer.lr, state.clip_range = cfg.schedule(state.global_step, state.optimizer.lr, means["approx_kl"])
-    return metrics
+    return metrics | {"charts/learning_rate": state.optimizer.lr, "charts/clip_range": state.clip_range}
 
 
 # ----------------------------------------------------------------------------------------- checkpoints, train
 def state_dict(state: PPOState) -> dict[str, Any]:
     return {
-        "config": dataclasses.asdict(state.config) | {"out": str(state.config.out), "resume": None, "config": None},
+        "config": {  # paths as text: a checkpoint loads with weights_only, which refuses pathlib objects
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in dataclasses.asdict(state.config).items()
+        }
+        | {"out": str(state.config.out), "resume": None, "config": None},
         "params": state.agent.params.data.cpu(),
         "optimizer": state.optimizer.state_dict(),
         "obs_rms": state.obs_normalizer.stats.state_dict() if state.obs_normalizer else None,
@@ -381,74 +457,116 @@ def load_state(state: PPOState, checkpoint: dict[str, Any]) -> None:
     state.next_obs = state.envs.reset(seed=state.config.seed + state.global_step)[0].copy()
 
 
+class Learner(NamedTuple):
+    """What an algorithm on PPO's rollouts supplies to the training loops (``train_ppo``, the RLHF loop)."""
+
+    name: str
+    init: Callable[[Any], PPOState]
+    update: Callable[[Any, Rollout], dict[str, float]]
+    state_dict: Callable[[Any], dict[str, Any]]
+    load_state: Callable[[Any, dict[str, Any]], None]
+    eval_envs: Callable[[Any], list[tuple[str, str, dict[str, Any]]]]
+    """``(name, env id, make kwargs)`` of the envs a policy is evaluated on: the trained env, or each task."""
+
+
+def ppo_eval_envs(config: PPOConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(config.env, config.env, {})]
+
+
+def evaluate(state: PPOState, learner: Learner) -> dict[str, np.ndarray]:
+    """Deterministic-policy returns on each of the learner's evaluation envs, by name."""
+    cfg = state.config
+    return {
+        name: evaluate_policy(state.policy(), env_id, cfg.eval_episodes, cfg.seed, kwargs)
+        for name, env_id, kwargs in learner.eval_envs(cfg)
+    }
+
+
+PPO = Learner("ppo", init_ppo, ppo_update, state_dict, load_state, ppo_eval_envs)
+
+
 def train_ppo(
-    config: PPOConfig, reward_fn: RewardFn | None = None, on_eval: Callable[[int, float], None] | None = None
+    config: PPOConfig,
+    reward_fn: RewardFn | None = None,
+    on_eval: Callable[[int, float], None] | None = None,
+    learner: Learner = PPO,
 ) -> dict[str, Any]:
     """Train, evaluate, checkpoint and report into the run folder; return summary.json's content.
 
     Args:
         reward_fn: replaces each rollout's rewards (``(T, N)``) before GAE; the true reward is still logged.
         on_eval: called with ``(env_steps, eval_return_mean)`` after each evaluation (a tuner may raise there).
+        learner: the algorithm (GPTO's is ``baselines.gpto.GPTO``).
     """
     resuming = config.resume is not None
-    new_out = config.out or default_run_dir("ppo", config.env)
+    new_out = config.out or default_run_dir(learner.name, config.env)
     cfg = resolve_resume(config) if resuming else dataclasses.replace(config, out=new_out)
     cfg.validate()
     assert cfg.out is not None
     checkpoint = load_checkpoint(cfg.out / "checkpoint.pt") if resuming else None
-    state = init_ppo(cfg)
+    if checkpoint is not None and checkpoint.get("algo", "ppo") != learner.name:
+        algo = checkpoint.get("algo", "ppo")
+        raise ConfigError(f"{cfg.out} is a run of rlhf {algo}; continue it with rlhf {algo} --resume {cfg.out}")
+    state = learner.init(cfg)
     if checkpoint is not None:
-        load_state(state, checkpoint)
+        learner.load_state(state, checkpoint)
     folder = RunFolder.create(cfg.out, cfg, resume_step=state.global_step if resuming else None)
     start_time, start_step = time.perf_counter(), state.global_step
     next_eval = next_due(state.global_step, cfg.eval_every)
     next_checkpoint = next_due(state.global_step, cfg.checkpoint_every)
-    eval_returns = np.zeros(0)
+    eval_returns: dict[str, np.ndarray] = {}
     recent_returns: list[float] = []
     try:
-        with MetricsLogger(folder, cfg, cfg.track) as logger, progress_bar(cfg.total_steps, f"ppo {cfg.env}") as bar:
+        bar_title = f"{learner.name} {cfg.env}"
+        with MetricsLogger(folder, cfg, cfg.track) as logger, progress_bar(cfg.total_steps, bar_title) as bar:
             bar.update(state.global_step)
             while state.global_step < cfg.total_steps:
                 rollout = collect_rollout(state)
                 if reward_fn is not None:
                     rollout.rewards = reward_fn(rollout).astype(np.float32)
-                metrics = ppo_update(state, rollout)
+                metrics = learner.update(state, rollout)
                 metrics["charts/SPS"] = (state.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
                 if rollout.episode_returns:
                     recent_returns = (recent_returns + rollout.episode_returns)[-20:]
                     metrics["charts/episodic_return"] = float(np.mean(rollout.episode_returns))
                     metrics["charts/episodic_length"] = float(np.mean(rollout.episode_lengths))
                 if state.global_step >= next_eval or state.global_step >= cfg.total_steps:
-                    eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
-                    metrics["eval/return_mean"] = float(eval_returns.mean())
-                    metrics["eval/return_std"] = float(eval_returns.std())
+                    eval_returns = evaluate(state, learner)
+                    every = np.concatenate(list(eval_returns.values()))  # tasks: as many episodes each
+                    metrics["eval/return_mean"] = float(every.mean())
+                    metrics["eval/return_std"] = float(every.std())
+                    if len(eval_returns) > 1:
+                        metrics |= {f"eval/return_mean/{name}": float(r.mean()) for name, r in eval_returns.items()}
                     next_eval += cfg.eval_every
                     if on_eval is not None:
-                        on_eval(state.global_step, float(eval_returns.mean()))
+                        on_eval(state.global_step, float(every.mean()))
                 logger.log(metrics, step=state.global_step)
                 if state.global_step >= next_checkpoint:
-                    save_checkpoint(folder.path / "checkpoint.pt", state_dict(state))
+                    save_checkpoint(folder.path / "checkpoint.pt", learner.state_dict(state))
                     next_checkpoint += cfg.checkpoint_every
                 bar.update(cfg.rollout_steps)
                 if recent_returns:
                     bar.set_postfix(train_return=f"{np.mean(recent_returns):.1f}", refresh=False)
-        if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
-            eval_returns = evaluate_policy(state.policy(), cfg.env, cfg.eval_episodes, cfg.seed)
+        if not eval_returns:  # a resumed run that had already finished: evaluate it once more
+            eval_returns = evaluate(state, learner)
     finally:
         state.envs.close()
-    save_checkpoint(folder.path / "checkpoint.pt", state_dict(state))
+    save_checkpoint(folder.path / "checkpoint.pt", learner.state_dict(state))
     wall = time.perf_counter() - start_time
-    summary = {
-        "algo": "ppo",
+    every = np.concatenate(list(eval_returns.values()))
+    summary: dict[str, Any] = {
+        "algo": learner.name,
         "env_id": cfg.env,
         "seed": cfg.seed,
         "env_steps": state.global_step,
         "wall_seconds": wall,
         "steps_per_second": (state.global_step - start_step) / max(wall, 1e-9),
-        "eval_return_mean": float(eval_returns.mean()),
-        "eval_return_std": float(eval_returns.std()),
-        "eval_episodes": len(eval_returns),
+        "eval_return_mean": float(every.mean()),
+        "eval_return_std": float(every.std()),
+        "eval_episodes": len(every),
     }
+    if len(eval_returns) > 1:
+        summary["eval_task_returns"] = {name: float(returns.mean()) for name, returns in eval_returns.items()}
     folder.write_summary(summary)
     write_report(folder, summary)
     return summary
@@ -458,7 +576,7 @@ def write_report(folder: RunFolder, summary: dict[str, Any]) -> None:
     """Learning curves and diagnostics from metrics.jsonl."""
     rows = folder.read_metrics()
     report = Report(
-        f"PPO on {summary['env_id']}",
+        f"{summary['algo'].upper()} on {summary['env_id']}",
         f"seed {summary['seed']}, {summary['env_steps']} env steps in {summary['wall_seconds']:.1f} s "
         f"({summary['steps_per_second']:.0f} steps/s); final eval return {summary['eval_return_mean']:.1f} "
         f"+- {summary['eval_return_std']:.1f} over {summary['eval_episodes']} episodes.",

@@ -15,28 +15,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from baselines.ppo_config import PPOConfig
+from baselines.trust import TrustTerm
 
 if TYPE_CHECKING:
     from baselines.ppo import ActorCritic
 
 
 def minibatch_gradients(
-    agent: ActorCritic, cfg: PPOConfig, clip_range: float, minibatch: Sequence[np.ndarray], normalized: bool = False
+    agent: ActorCritic, cfg: PPOConfig, trust: TrustTerm, minibatch: Sequence[np.ndarray], normalized: bool = False
 ) -> np.ndarray:
     """Write d(ppo_loss)/d(params) of one minibatch into ``agent.params.grad`` (parameters on the CPU).
 
-    Arguments and returned stats as ``ppo_loss``'s, in NumPy.
+    Arguments and returned stats as ``ppo_loss``'s, in NumPy; the trust term's loss through its NumPy derivative.
     """
     assert agent.on_cpu, "the NumPy gradient needs the parameters on the CPU"
     obs, actions, logp_old, advantages, returns, values_old = minibatch
     size = obs.shape[0]
     if cfg.normalize_advantage and size > 1 and not normalized:
         advantages = normalize_advantages(advantages)
-    out = agent.actor.forward(obs)
+    out = agent.policy_out(agent.actor.forward(obs))
     logp, entropy, dlogp_dout, dentropy_dout = log_prob(out, actions, agent.cpu_log_std, with_grads=True)
     log_ratio = logp - logp_old
     ratio = np.exp(log_ratio)
-    policy_loss, grad_ratio = clipped_surrogate(ratio, advantages, clip_range)
+    policy_loss, grad_ratio = trust.numpy(ratio, advantages)
     # d(loss)/d(out): the surrogate through the log-prob, minus the entropy bonus.
     grad_logp = grad_ratio * ratio
     grad_out = grad_logp[:, None] * dlogp_dout
@@ -45,6 +46,8 @@ def minibatch_gradients(
     if agent.cpu_log_std is not None:  # d logp / d log_std = z^2 - 1 per dim; d H / d log_std = 1
         z2 = ((actions - out) / np.exp(agent.cpu_log_std)) ** 2
         agent.params.extra_grad["log_std"].numpy()[:] = (grad_logp[:, None] * (z2 - 1.0)).sum(0) - cfg.ent_coef
+    if agent.aux_outputs:  # the policy loss does not reach the auxiliary value head
+        grad_out = np.concatenate([grad_out, np.zeros((size, agent.aux_outputs), grad_out.dtype)], axis=1)
     agent.actor.backward(grad_out)
 
     new_values = agent.critic.forward(obs)[:, 0]
@@ -57,7 +60,7 @@ def minibatch_gradients(
     residual = predicted - returns
     agent.critic.backward((cfg.vf_coef * 2.0 / size) * value_error[:, None])
     approx_kl = _mean((ratio - 1.0) - log_ratio)
-    clip_fraction = _mean((np.abs(ratio - 1.0) > clip_range).astype(np.float32))
+    clip_fraction = _mean((np.abs(ratio - 1.0) > trust.epsilon).astype(np.float32))
     return np.array([policy_loss, _mean(residual * residual), _mean(entropy), approx_kl, clip_fraction])
 
 
@@ -83,19 +86,6 @@ def log_prob(
     if not with_grads:
         return logp, entropy, out, out
     return logp, entropy, z / np.exp(log_std), np.zeros_like(out)
-
-
-def clipped_surrogate(ratio: np.ndarray, advantages: np.ndarray, clip_range: float) -> tuple[float, np.ndarray]:
-    """PPO's clipped objective as a loss, and d(loss)/d(ratio) (eq. 7 of the paper, averaged over the batch).
-
-    ``loss = -mean(min(ratio * A, clip(ratio, 1-eps, 1+eps) * A))``; the gradient flows only where the
-    unclipped term is the minimum.
-    """
-    unclipped = ratio * advantages
-    clipped = _clip(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
-    loss = -_mean(np.minimum(unclipped, clipped))
-    grad_ratio = -(advantages * (unclipped <= clipped)) / ratio.shape[0]
-    return float(loss), grad_ratio
 
 
 def normalize_advantages(advantages: np.ndarray) -> np.ndarray:

@@ -31,7 +31,15 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from run_records import code_version, git_commit, load_records, run_and_record, short_hash
+from run_records import (
+    add_code_argument,
+    code_version,
+    git_commit,
+    load_records,
+    records_of_code,
+    run_and_record,
+    short_hash,
+)
 
 from baselines.common.evaluation import evaluate_policy
 from baselines.ppo import PPOConfig, train_ppo
@@ -214,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each")
     parser.add_argument("--results", type=Path, help="JSON-lines record of finished runs (resumable; default: none)")
     parser.add_argument("--no-run", action="store_true", help="only report what --results already holds")
+    add_code_argument(parser)
     args = parser.parse_args(argv)
+    if args.code is not None and not args.no_run:
+        parser.error("--code reads the records of other code: it needs --no-run")
     if args.jobs < 1 or args.seeds < 0 or args.sb3_seeds < 0 or (args.no_run and args.results is None):
         parser.error("--jobs must be at least 1, --seeds and --sb3-seeds at least 0; --no-run needs --results")
     if args.sb3_seeds and not args.no_run and sb3_version() is None:
@@ -232,8 +243,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.no_run:
             run_pending(jobs, results, args.jobs)
         records = load_records(results)
-    for env_id in envs:
-        report(env_id, jobs, records)
+    with records_of_code(args.code):
+        for env_id in envs:
+            report(env_id, jobs, records)
 
 
 if __name__ == "__main__":

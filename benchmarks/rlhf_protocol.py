@@ -64,12 +64,21 @@ from rlhf_protocol_stats import (
     CONFIDENCE,
     RowResult,
     Target,
-    markdown_table,
+    publish_table,
     table_rows,
-    text_table,
     write_plot,
 )
-from run_records import code_version, git_commit, load_records, run_and_record, short_hash
+from run_records import (
+    add_seed_set_arguments,
+    check_code_argument,
+    chosen_seeds,
+    code_version,
+    git_commit,
+    load_records,
+    records_of_code,
+    run_and_record,
+    short_hash,
+)
 
 from baselines.common.errors import ConfigError, check
 from baselines.ppo import PPOConfig
@@ -199,6 +208,8 @@ def settings_hash(kind: Kind, config: RLHFConfig) -> str:
     """Hash of what decides the run's outcome apart from its seed: its resolved config and ``code_version()``."""
     if kind == "rlhf":
         what: dict[str, Any] = dataclasses.asdict(dataclasses.replace(config, seed=0, out=None))
+        if what["algo"] == "ppo":  # as every run recorded before --algo existed: their keys stay valid
+            del what["algo"]
     elif kind == "ppo":
         what = dataclasses.asdict(dataclasses.replace(ppo_true_config(config), seed=0, out=None))
     else:
@@ -350,13 +361,7 @@ def collect(
 # --------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--seeds",
-        choices=("tuning", "report"),
-        default="report",
-        help=f"tuning {list(TUNING_SEEDS)} or report {list(REPORT_SEEDS)}",
-    )
-    parser.add_argument("--num-seeds", type=int, default=None, help="only the first N seeds of the set (smoke runs)")
+    add_seed_set_arguments(parser, TUNING_SEEDS, REPORT_SEEDS, RESULTS)
     parser.add_argument(
         "--rows",
         default=None,
@@ -369,9 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override an RLHFConfig field for every selected row (repeatable)",
     )
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines results file (resumable)")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
     parser.add_argument(
         "--plot",
         type=lambda text: Path(text) if text else None,
@@ -380,7 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reps", type=int, default=BOOTSTRAP_REPS, help="bootstrap resamples")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders under DIR (default: deleted)")
-    parser.add_argument("--no-run", action="store_true", help="only summarize what --results already holds")
     parser.add_argument("--list", action="store_true", help="print the rows (configs and targets) and exit")
     return parser
 
@@ -393,9 +394,7 @@ def run_protocol(args: argparse.Namespace, argv: Sequence[str]) -> int:
         for row in rows:
             print(f"{row.name:<30} {row.target.describe():<40} {json.dumps({**row.overrides, **sets}, default=str)}")
         return 0
-    seeds = list(TUNING_SEEDS if args.seeds == "tuning" else REPORT_SEEDS)
-    check(args.num_seeds is None or args.num_seeds >= 1, f"--num-seeds must be at least 1, got {args.num_seeds}")
-    seeds = seeds[: args.num_seeds]
+    seeds = chosen_seeds(args, TUNING_SEEDS, REPORT_SEEDS)
     check(args.jobs >= 1 and args.reps >= 1, "--jobs and --reps must be at least 1")
     plan = plan_jobs(rows, seeds, sets)
     if not args.no_run:
@@ -408,10 +407,7 @@ def run_protocol(args: argparse.Namespace, argv: Sequence[str]) -> int:
         f"{args.seeds} seeds {seeds}, commit {git_commit()} (code {code_version()}), --set {overrides}; medians and "
         f"IQMs over seeds with {CONFIDENCE:.0%} bootstrap intervals ({args.reps} resamples, seed {BOOTSTRAP_SEED})"
     )
-    print(f"\n{command}\n{about}\n{text_table(table)}")
-    if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"`{command}`\n\n{about}\n\n{markdown_table(table)}\n")
+    publish_table(command, about, table, args.markdown)
     if args.plot is not None:
         write_plot(args.plot, results, f"{command} — {about}", table, args.reps)
     return 0
@@ -420,7 +416,9 @@ def run_protocol(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_protocol(args, list(sys.argv[1:] if argv is None else argv))
+        check_code_argument(args)
+        with records_of_code(args.code):
+            return run_protocol(args, list(sys.argv[1:] if argv is None else argv))
     except ConfigError as error:
         print(f"rlhf_protocol: error: {error}", file=sys.stderr)
         return 2

@@ -238,15 +238,25 @@ def details_rows(results: Sequence[RowResult], reps: int = BOOTSTRAP_REPS) -> li
     return table
 
 
-def text_table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(HEADERS, *rows, strict=False)]
-    lines = [HEADERS, ["-" * w for w in widths], *rows]
+def text_table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [headers, ["-" * w for w in widths], *rows]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    lines = [HEADERS, ["---"] * len(HEADERS), *rows]
+def markdown_table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> str:
+    lines = [headers, ["---"] * len(headers), *rows]
     return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines)
+
+
+def publish_table(
+    command: str, about: str, table: Sequence[Sequence[str]], markdown: Path | None, headers: Sequence[str] = HEADERS
+) -> None:
+    """Print the command, what it covers and the table; write the same as markdown to ``markdown`` when given."""
+    print(f"\n{command}\n{about}\n{text_table(table, headers)}")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(f"`{command}`\n\n{about}\n\n{markdown_table(table, headers)}\n")
 
 
 def write_plot(path: Path, results: Sequence[RowResult], title: str, table: Sequence[Sequence[str]], reps: int) -> None:

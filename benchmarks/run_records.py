@@ -8,15 +8,19 @@ Used by ``rlhf_protocol.py`` and ``ppo_vs_sb3.py``; ``results/README.md`` says w
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from baselines.common.errors import check
 
 Job = TypeVar("Job")
 
@@ -37,10 +41,32 @@ def git_commit() -> str:
     return _git("rev-parse", "--short", "HEAD").strip() or "unknown"
 
 
-@functools.cache
+_READ_CODE: list[str] = []
+"""While ``records_of_code`` holds a hash, the code version that keys and reports use (innermost last)."""
+
+
 def code_version(root: Path = REPO_ROOT) -> str:
     """Hash of the code that runs: the committed trees of ``baselines/`` and ``rlhf/`` and any uncommitted change
-    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not."""
+    to them. A commit elsewhere (docs, tests) keeps the results; an uncommitted edit to the loop does not. Within
+    ``records_of_code(HASH)``: HASH."""
+    return _READ_CODE[-1] if _READ_CODE else _code_version(root)
+
+
+@contextlib.contextmanager
+def records_of_code(code: str | None) -> Iterator[None]:
+    """Within the block, ``code_version()`` is ``code`` (None: the code that runs): reading the records an earlier
+    code made, e.g. the tables the docs show, after ``baselines/`` or ``rlhf/`` changed (``--no-run --code``)."""
+    if code is not None:
+        _READ_CODE.append(code)
+    try:
+        yield
+    finally:
+        if code is not None:
+            _READ_CODE.pop()
+
+
+@functools.cache
+def _code_version(root: Path) -> str:
     trees = _git("rev-parse", "HEAD:baselines", "HEAD:rlhf", cwd=root)
     if not trees:
         return "unknown"
@@ -108,3 +134,40 @@ def run_and_record(
         append_records(pool.imap_unordered(run, jobs), path, len(jobs), describe)
         pool.close()  # then join: leaving the block terminates, which is for a failure
         pool.join()
+
+
+def add_seed_set_arguments(
+    parser: argparse.ArgumentParser, tuning: Sequence[int], report: Sequence[int], results: Path
+) -> None:
+    """The flags of a benchmark recorded over a seed set: ``--seeds``, ``--num-seeds``, ``--jobs``, ``--results``,
+    ``--markdown``, ``--no-run`` (``chosen_seeds`` reads the first two)."""
+    parser.add_argument(
+        "--seeds",
+        choices=("tuning", "report"),
+        default="report",
+        help=f"tuning {list(tuning)} or report {list(report)}",
+    )
+    parser.add_argument("--num-seeds", type=int, default=None, help="only the first N seeds of the set (smoke runs)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
+    parser.add_argument("--results", type=Path, default=results, help="JSON-lines results file (resumable)")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
+    parser.add_argument("--no-run", action="store_true", help="only summarize what --results already holds")
+    add_code_argument(parser)
+
+
+def add_code_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--code", default=None, metavar="HASH",
+        help="with --no-run: the records of this code of baselines/ and rlhf/ (the hash the docs' tables name), "
+        "not of the code here",
+    )  # fmt: skip
+
+
+def check_code_argument(args: argparse.Namespace) -> None:
+    check(args.code is None or args.no_run, "--code reads the records of other code: it needs --no-run")
+
+
+def chosen_seeds(args: argparse.Namespace, tuning: Sequence[int], report: Sequence[int]) -> list[int]:
+    """The seeds ``--seeds`` and ``--num-seeds`` pick; ConfigError for a count below 1."""
+    check(args.num_seeds is None or args.num_seeds >= 1, f"--num-seeds must be at least 1, got {args.num_seeds}")
+    return list(tuning if args.seeds == "tuning" else report)[: args.num_seeds]

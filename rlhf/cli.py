@@ -179,6 +179,12 @@ COMMANDS: dict[str, Command] = {
         "Set the weight of a labeler's labels in reward training (0: ignore them), or --auto to estimate it again.",
     ),
     "ppo": Command("baselines.ppo", "PPOConfig", "train_ppo", "PPO on a gymnasium env."),
+    "gpto": Command(
+        "baselines.gpto",
+        "GPTOConfig",
+        "train_gpto",
+        "GPTO on a gymnasium env: PPO with a pluggable trust term, rollout reuse and PPG's auxiliary phase.",
+    ),
     "dqn": Command("baselines.dqn", "DQNConfig", "train_dqn", "Train DQN on a discrete-action env."),
     "tune": Command(
         "baselines.tune",
@@ -188,7 +194,7 @@ COMMANDS: dict[str, Command] = {
     ),
 }
 
-RESUMABLE = ("ppo", "run", "dqn", "demo")
+RESUMABLE = ("ppo", "gpto", "run", "dqn", "demo")
 DESCRIPTION = "rlhf-pipeline: classic RL baselines to reinforcement learning from human feedback."
 
 

@@ -28,7 +28,8 @@ from baselines.common.evaluation import evaluate_policy
 from baselines.common.progress import progress_bar
 from baselines.common.report import Report, color, metric_series
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due, write_json
-from baselines.ppo import PPOConfig, PPOState, collect_rollout, init_ppo, load_state, ppo_update, state_dict
+from baselines.gpto import GPTO, GPTOConfig
+from baselines.ppo import PPO, Learner, PPOConfig, PPOState, collect_rollout
 from rlhf.labelers import estimate_labeler_quality, label_weights
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
 from rlhf.render import MUJOCO_VIEWS, check_mujoco_rendering, render_policy_clip, render_segments
@@ -140,6 +141,9 @@ class RLHFConfig:
     """Env steps of PPO."""
     seed: int = 0
     """Seed of envs, PPO, sampling, teacher and reward model."""
+    algo: Literal["ppo", "gpto"] = "ppo"
+    """What optimizes the learned reward: PPO, or GPTO (with the env's GPTO defaults; --ppo-config may set its
+    fields)."""
     reward_model: Literal["mlp", "transformer"] = "mlp"
     """MLP ensemble, or a small GPT-2 with a preference-attention readout (Preference Transformer)."""
     reward_inputs: Literal["observations", "observations-actions"] | None = None
@@ -202,7 +206,7 @@ class RLHFConfig:
     eval_episodes: int = 10
     """Episodes per evaluation."""
     ppo_config: Path | None = None
-    """JSON file of PPO fields overriding the env's PPO defaults."""
+    """JSON file of PPO (or, with --algo gpto, GPTO) fields overriding the env's defaults."""
     device: str = "cpu"
     """Learner device (cpu or cuda)."""
     out: Path | None = None
@@ -213,6 +217,7 @@ class RLHFConfig:
     """Continue the run in this folder from its store and last checkpoint."""
 
     FIELDS_ADDED_LATER: ClassVar[dict[str, Any]] = {
+        "algo": "ppo",
         "random_answer_rate": 0.0,
         "reward_inputs": "observations-actions",
         "ending_pair_share": 0.0,
@@ -249,14 +254,18 @@ class RLHFConfig:
         default = RLHF_ENV_DEFAULTS.get(self.env, {}).get("segment_length", 50)
         return int(default if self.segment_length is None else self.segment_length)  # 0 is refused, not replaced
 
+    @property
+    def learner(self) -> Learner:
+        return GPTO if self.algo == "gpto" else PPO
+
     def ppo(self) -> PPOConfig:
-        """The PPO config of the loop: the env's defaults, the loop's overrides, then --ppo-config."""
+        """The PPO (or GPTO) config of the loop: the env's defaults, the loop's overrides, then --ppo-config."""
         # The learned reward is scaled by LearnedReward (a step's RMS); a row or --ppo-config may also have PPO
         # scale it by the discounted return's std, where a long horizon makes returns large (gamma 0.999).
         overrides: dict[str, Any] = {"normalize_reward": False}
         overrides.update(RLHF_ENV_DEFAULTS.get(self.env, {}).get("ppo", {}))
         if self.ppo_config is not None:
-            overrides.update(read_config_file(PPOConfig, self.ppo_config))
+            overrides.update(read_config_file(GPTOConfig if self.algo == "gpto" else PPOConfig, self.ppo_config))
         overrides.update(
             total_steps=self.total_steps,
             seed=self.seed,
@@ -264,7 +273,8 @@ class RLHFConfig:
             eval_every=self.eval_every,
             eval_episodes=self.eval_episodes,
         )
-        return PPOConfig.defaults_for(self.env, **{k: v for k, v in overrides.items() if k != "env"})
+        config_class = GPTOConfig if self.algo == "gpto" else PPOConfig
+        return config_class.defaults_for(self.env, **{k: v for k, v in overrides.items() if k != "env"})
 
     def validate(self) -> None:
         check(self.labels > 0, f"--labels must be positive (the label budget), got {self.labels}")
@@ -284,7 +294,12 @@ class RLHFConfig:
         check(self.pool_size >= 2, f"--pool-size must be at least 2 (segments to pair), got {self.pool_size}")
         check(self.query == "uniform" or self.ensemble_size > 1 or self.query == "entropy",
               "--query disagreement needs --ensemble-size of at least 2")  # fmt: skip
-        self.ppo().validate()
+        policy_config = self.ppo()
+        policy_config.validate()
+        if isinstance(policy_config, GPTOConfig):
+            check(policy_config.tasks is None, "--ppo-config: GPTO's tasks are not for rlhf run (one env's rewards)")
+            check(policy_config.reuse == 1, "--ppo-config: GPTO's reuse is not for rlhf run (earlier rollouts' "
+                  "rewards came from reward models since retrained)")  # fmt: skip
         self.make_teacher()
         if self.human and self.env in MUJOCO_VIEWS:
             check_mujoco_rendering()  # people see clips: refuse before the run folder exists, not at the first query
@@ -415,7 +430,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     if checkpoint is None:
         RunFolder.check_new(out)
     ppo_cfg = dataclasses.replace(cfg.ppo(), out=out)
-    state = init_ppo(ppo_cfg)
+    state = cfg.learner.init(ppo_cfg)
     envs = state.envs
     action_space = envs.single_action_space
     obs_shape = tuple(envs.single_observation_space.shape or ())
@@ -458,7 +473,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
     if checkpoint is not None:
-        load_state(state, checkpoint["ppo"])
+        cfg.learner.load_state(state, checkpoint["ppo"])
         if (out / "reward_model").exists():  # else it was never trained: the fresh model is the saved state
             model = load_reward_model(out / "reward_model")
         learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
@@ -520,7 +535,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     if "labels/queued" in metrics or (paced and loop_clip is None):  # what the policy does now
                         loop_clip = _policy_clip(state, cfg, f"policy-{state.global_step:08d}.mp4") or loop_clip
                     if paced:
-                        _save(out, state, learned_reward, loop)  # --resume goes on from here
+                        _save(out, cfg.learner, state, learned_reward, loop)  # --resume goes on from here
                         _wait_for_round(cfg, store, state.global_step, loop, loop_clip, bar)
                     retrain = _human_retrain_due(cfg, store, loop, schedule[0], paced)
                 if retrain:
@@ -548,7 +563,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                         loop.history.append({"step": state.global_step, "round": loop.round, **metrics})
                         save_reward_model(model, out / "reward_model")
                 rollout.rewards = reward_fn(rollout)
-                metrics |= ppo_update(state, rollout)
+                metrics |= cfg.learner.update(state, rollout)
                 metrics["labels/total"] = loop.labels_used
                 metrics["charts/SPS"] = (state.global_step - start_step) / max(time.perf_counter() - start_time, 1e-9)
                 if rollout.episode_returns:
@@ -576,7 +591,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     next_status = time.monotonic() + STATUS_EVERY_S
                 logger.log(metrics, step=state.global_step)
                 metrics_last = metrics
-                _save(out, state, learned_reward, loop)
+                _save(out, cfg.learner, state, learned_reward, loop)
                 bar.update(ppo_cfg.rollout_steps)
                 bar.set_postfix(labels=loop.labels_used, refresh=False)
         if len(eval_returns) == 0:  # a resumed run that had already finished: evaluate it once more
@@ -597,6 +612,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     warn_if_unmeasured(accuracy, "rlhf run")
     summary = {
         "algo": "rlhf",
+        "policy_algo": cfg.algo,
         "env_id": cfg.env,
         "seed": cfg.seed,
         "env_steps": state.global_step,
@@ -764,11 +780,11 @@ def _return_correlation(model: Any, segments: list[Segment], action_space: Any) 
     return float(np.corrcoef(predicted, true)[0, 1])
 
 
-def _save(out: Path, state: PPOState, learned_reward: LearnedReward, loop: LoopState) -> None:
+def _save(out: Path, learner: Learner, state: PPOState, learned_reward: LearnedReward, loop: LoopState) -> None:
     save_checkpoint(
         out / "checkpoint.pt",
         {
-            "ppo": state_dict(state),
+            "ppo": learner.state_dict(state),
             "learned_reward": learned_reward.state_dict(),
             "loop": dataclasses.asdict(loop),
         },

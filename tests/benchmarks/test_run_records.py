@@ -24,13 +24,13 @@ def test_the_code_version_changes_with_an_uncommitted_edit_to_the_code_that_runs
     git("init", "-q")
     git("add", ".")
     git("commit", "-q", "-m", "first")
-    versions = [run_records.code_version.__wrapped__(tmp_path)]
+    versions = [run_records._code_version.__wrapped__(tmp_path)]
     (tmp_path / "docs/index.md").write_text("changed\n")
-    versions.append(run_records.code_version.__wrapped__(tmp_path))
+    versions.append(run_records._code_version.__wrapped__(tmp_path))
     (tmp_path / "rlhf/loop.py").write_text("x = 2\n")
-    versions.append(run_records.code_version.__wrapped__(tmp_path))
+    versions.append(run_records._code_version.__wrapped__(tmp_path))
     (tmp_path / "rlhf/new.py").write_text("y = 1\n")
-    versions.append(run_records.code_version.__wrapped__(tmp_path))
+    versions.append(run_records._code_version.__wrapped__(tmp_path))
     assert versions[0] == versions[1] != "unknown"
     assert len(set(versions[1:])) == 3
 
@@ -47,3 +47,22 @@ def test_records_append_as_they_come_and_a_line_cut_short_is_skipped(
     lines = path.read_text().splitlines()
     assert json.loads(lines[-1]) == {"key": "k1", "value": 10}  # on its own line, after the cut one
     assert run_records.load_records(path)["k1"]["value"] == 10  # the last record of a key wins
+
+
+def test_records_of_an_earlier_code_are_read_within_the_block_only() -> None:
+    here = run_records.code_version()
+    with run_records.records_of_code("0123456789"):
+        assert run_records.code_version() == "0123456789"
+        with run_records.records_of_code(None):  # None: the code that runs, unchanged
+            assert run_records.code_version() == "0123456789"
+    assert run_records.code_version() == here
+    with pytest.raises(RuntimeError), run_records.records_of_code("abc"):
+        raise RuntimeError
+    assert run_records.code_version() == here
+
+
+@pytest.mark.parametrize("script", ["rlhf_protocol", "gpto_ablation"])
+def test_code_needs_no_run(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = __import__(script)
+    assert module.main(["--code", "066e4b2965"]) == 2
+    assert "--code reads the records of other code: it needs --no-run" in capsys.readouterr().err

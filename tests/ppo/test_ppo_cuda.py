@@ -14,6 +14,7 @@ import torch
 from baselines.common.checkpoint import load_checkpoint
 from baselines.common.config import resume_default
 from baselines.ppo import ActorCritic, PPOConfig, collect_rollout, init_ppo, load_state, ppo_loss, ppo_update, train_ppo
+from baselines.trust import Clip
 from tests.cuda import needs_cuda
 
 pytestmark = needs_cuda
@@ -37,7 +38,7 @@ def test_ppo_loss_and_its_gradient_on_cuda_match_the_cpu(env_id: str) -> None:
     results = []
     for agent, device in zip(agents, ("cpu", "cuda"), strict=True):
         flat = agent.params.data.clone().requires_grad_(True)
-        loss, stats = ppo_loss(agent, flat, cfg, 0.2, [column.to(device) for column in minibatch])
+        loss, stats = ppo_loss(agent, flat, cfg, Clip(0.2), [column.to(device) for column in minibatch])
         (grad,) = torch.autograd.grad(loss, flat)
         assert grad.device.type == device
         results.append((loss.detach().cpu(), stats.cpu(), grad.cpu()))

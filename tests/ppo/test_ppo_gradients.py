@@ -12,6 +12,7 @@ import torch
 
 from baselines.ppo import ActorCritic, PPOConfig, collect_rollout, init_ppo, ppo_loss, ppo_update
 from baselines.ppo_gradient import minibatch_gradients
+from baselines.trust import Clip
 
 
 def _agent_and_minibatch(cfg: PPOConfig, n: int = 64) -> tuple[ActorCritic, tuple[torch.Tensor, ...]]:
@@ -49,9 +50,9 @@ def test_hand_written_gradient_matches_autograd_of_ppo_loss(
         vf_coef=0.7,
     )
     agent, minibatch = _agent_and_minibatch(cfg)
-    stats = minibatch_gradients(agent, cfg, 0.2, [column.numpy() for column in minibatch])
+    stats = minibatch_gradients(agent, cfg, Clip(0.2), [column.numpy() for column in minibatch])
     flat = agent.params.data.clone().requires_grad_(True)
-    loss, expected_stats = ppo_loss(agent, flat, cfg, 0.2, minibatch)
+    loss, expected_stats = ppo_loss(agent, flat, cfg, Clip(0.2), minibatch)
     (expected,) = torch.autograd.grad(loss, flat)
     np.testing.assert_allclose(agent.params.grad.numpy(), expected.numpy(), rtol=2e-4, atol=2e-6)
     np.testing.assert_allclose(stats, expected_stats.numpy(), rtol=1e-4, atol=1e-6)
@@ -68,10 +69,10 @@ def test_normalized_flag_skips_the_minibatch_normalization() -> None:
     advantages = minibatch[3]
     normalized = (*minibatch[:3], (advantages - advantages.mean()) / (advantages.std() + 1e-8), *minibatch[4:])
     flat = agent.params.data.clone().requires_grad_(True)
-    (once,) = torch.autograd.grad(ppo_loss(agent, flat, cfg, 0.2, minibatch)[0], flat)
-    (given,) = torch.autograd.grad(ppo_loss(agent, flat, cfg, 0.2, normalized, normalized=True)[0], flat)
+    (once,) = torch.autograd.grad(ppo_loss(agent, flat, cfg, Clip(0.2), minibatch)[0], flat)
+    (given,) = torch.autograd.grad(ppo_loss(agent, flat, cfg, Clip(0.2), normalized, normalized=True)[0], flat)
     np.testing.assert_allclose(once.numpy(), given.numpy(), rtol=1e-4, atol=1e-7)
-    minibatch_gradients(agent, cfg, 0.2, [column.numpy() for column in normalized], normalized=True)
+    minibatch_gradients(agent, cfg, Clip(0.2), [column.numpy() for column in normalized], normalized=True)
     np.testing.assert_allclose(agent.params.grad.numpy(), given.numpy(), rtol=2e-4, atol=2e-6)
 
 

@@ -9,7 +9,7 @@ import torch
 from baselines.common.normalization import ObsNormalizer, RewardScaler, RunningMeanStd
 from baselines.common.returns import gae
 from baselines.ppo_config import adapt_learning_rate
-from baselines.ppo_gradient import clipped_surrogate
+from baselines.trust import Clip
 
 
 def test_gae_matches_hand_computation_with_termination_and_truncation() -> None:
@@ -45,7 +45,7 @@ def test_gae_is_vectorized_over_envs() -> None:
 def test_clipped_surrogate_on_hand_made_ratios() -> None:
     ratio = np.array([0.5, 1.1, 1.5, 0.5, 1.5])
     adv = np.array([1.0, 1.0, 1.0, -1.0, -1.0])
-    loss, grad = clipped_surrogate(ratio, adv, 0.2)
+    loss, grad = Clip(0.2).numpy(ratio, adv)
     # min(r A, clip(r) A): 0.5 | 1.1 | 1.2 (clipped) | -0.8 (clipped) | -1.5
     assert loss == pytest.approx(-(0.5 + 1.1 + 1.2 - 0.8 - 1.5) / 5)
     # Gradient flows where the unclipped term is the minimum: items 0, 1 and 4.

@@ -114,10 +114,10 @@ def test_interrupted_run_resumes_from_store_and_checkpoint(tmp_path: Path, monke
             raise KeyboardInterrupt  # as Ctrl-C in the middle of the run
         return real_update(*args)
 
-    monkeypatch.setattr(loop_module, "ppo_update", interrupt_after_three)
+    monkeypatch.setattr(loop_module, "PPO", baselines.ppo.PPO._replace(update=interrupt_after_three))
     with pytest.raises(KeyboardInterrupt):
         run_rlhf(config)
-    monkeypatch.setattr(loop_module, "ppo_update", real_update)
+    monkeypatch.setattr(loop_module, "PPO", baselines.ppo.PPO)
     saved = torch.load(out / "checkpoint.pt")
     assert saved["ppo"]["global_step"] == 3 * 256
     labels_before = len(PreferenceStore(out / "prefs.sqlite").effective_labels())
@@ -319,3 +319,20 @@ def test_a_run_whose_labels_are_all_ties_warns_that_accuracy_is_unmeasured(
     assert main(["export", "--workspace", str(tmp_path / "r"), "--out", str(tmp_path / "prefs")]) == 0
     assert main(["train-reward", "--data", str(tmp_path / "prefs"), "--epochs", "2", "--out", str(tmp_path / "m")]) == 0
     assert "rlhf train-reward: warning: reward_model_accuracy is NaN" in capsys.readouterr().err
+
+
+def test_gpto_optimizes_the_learned_reward_with_its_settings_and_resumes(tmp_path: Path) -> None:
+    """--algo gpto: the loop's policy is GPTO's (its trust statistics logged, --ppo-config's GPTO fields applied,
+    the KL coefficient checkpointed), and a finished run resumes as GPTO."""
+    out = tmp_path / "run"
+    settings = tmp_path / "gpto.json"
+    settings.write_text(json.dumps({"trust": "kl", "kl_penalty_coef": 0.3}))
+    config = dataclasses.replace(TINY, algo="gpto", ppo_config=settings, eval_every=0, out=out)
+    summary = run_rlhf(config)
+    assert summary["policy_algo"] == "gpto"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    coefficients = [r["trust/kl_penalty_coef"] for r in rows if "trust/kl_penalty_coef" in r]
+    assert len(coefficients) == 4096 // 256 and coefficients[0] == 0.3 and len(set(coefficients)) > 1
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint is not None and checkpoint["ppo"]["kl_penalty_coef"] != 0.3
+    assert run_rlhf(RLHFConfig.cli_default(None, None, str(out)))["policy_algo"] == "gpto"

@@ -51,10 +51,10 @@ def test_a_round_stored_after_the_last_checkpoint_is_not_paid_twice(
                         label_phase=0.5, eval_episodes=2, out=out)  # fmt: skip
     real_save = loop_module._save
 
-    def crash_after_the_second_round(out: Path, state: Any, learned_reward: Any, loop: Any) -> None:
+    def crash_after_the_second_round(out: Path, learner: Any, state: Any, learned_reward: Any, loop: Any) -> None:
         if loop.round >= 2:
             raise KeyboardInterrupt  # the checkpoint of the second round is never written
-        real_save(out, state, learned_reward, loop)
+        real_save(out, learner, state, learned_reward, loop)
 
     monkeypatch.setattr(loop_module, "_save", crash_after_the_second_round)
     with pytest.raises(KeyboardInterrupt):
@@ -80,10 +80,10 @@ def test_a_run_whose_reward_model_never_trained_resumes(tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         return real_update(*args)
 
-    monkeypatch.setattr(loop_module, "ppo_update", interrupt_after_three)
+    monkeypatch.setattr(loop_module, "PPO", baselines.ppo.PPO._replace(update=interrupt_after_three))
     with pytest.raises(KeyboardInterrupt):
         run_rlhf(config)
-    monkeypatch.setattr(loop_module, "ppo_update", real_update)
+    monkeypatch.setattr(loop_module, "PPO", baselines.ppo.PPO)
     assert (out / "checkpoint.pt").exists() and not (out / "reward_model").exists()
     summary = run_rlhf(RLHFConfig.cli_default(None, None, str(out)))
     assert summary["env_steps"] == 2048 and summary["labels_used"] == 0  # skips train nothing
