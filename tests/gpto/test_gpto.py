@@ -71,7 +71,7 @@ def test_vtrace_matches_hand_computation_with_truncated_weights() -> None:
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 def test_an_on_policy_clip_update_is_ppos(env_id: str) -> None:
     """reuse 1 and the clip: importance weights 1, V-trace = GAE, so GPTO's update lands where PPO's does."""
-    cfg = GPTOConfig.defaults_for(env_id, num_steps=64, n_epochs=2, batch_size=64)
+    cfg = GPTOConfig.defaults_for(env_id, trust="clip", num_steps=64, n_epochs=2, batch_size=64)
     ppo, gpto = init_ppo(cfg), init_gpto(cfg)
     np.testing.assert_array_equal(ppo.agent.params.data.numpy(), gpto.agent.params.data.numpy())
     rollouts = collect_rollout(ppo), collect_rollout(gpto)
