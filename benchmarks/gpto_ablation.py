@@ -4,7 +4,8 @@ Ablation (``--part ablation``): per env, PPO (``baselines.ppo``, its tuned row) 
 settings but one piece changed (``VARIANTS``; ``gpto`` is GPTO's default setting), each over the seeds. Reported per
 variant: the final return (median, IQM with 95% stratified-bootstrap intervals, worst seed); the env steps at which
 the IQM learning curve first reaches PPO's final IQM, as a share of the steps PPO's own curve needed (interval: the
-same bootstrap over seeds); and steps per second relative to PPO's runs in the same invocation.
+same bootstrap over seeds); and the median steps per second relative to PPO's recorded runs of the same code and
+seeds (run in one invocation at the same ``--jobs``, they share the machine's load).
 
 Multi-task (``--part multitask``): per task family (``baselines/tasks.py``), GPTO trained on the family's variants
 with a task input; its return on each seen variant and, zero-shot, on the held-out one; then fine-tuned on the held-out
