@@ -20,12 +20,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import figures_bandits
 import figures_dqn
+import figures_gpto
 import figures_ppo
 import figures_rlhf
 from figure_tools import FIGURES, ROOT, FigureSpec
 
 SPECS: dict[str, FigureSpec] = {}
-for _module in (figures_bandits, figures_dqn, figures_ppo, figures_rlhf):
+for _module in (figures_bandits, figures_dqn, figures_ppo, figures_rlhf, figures_gpto):
     for _spec in _module.SPECS:
         if _spec.name in SPECS:
             raise ValueError(f"figure {_spec.name!r} is registered twice")
