@@ -42,11 +42,16 @@ class World:
         """Rank 0: the one that writes the run folder, the metrics, checkpoints and the report."""
         return self.rank == 0
 
-    def all_reduce_mean_(self, tensor: torch.Tensor) -> None:
-        """Average ``tensor`` over the ranks, in place (one call for a whole flat buffer)."""
+    def all_reduce_sum_(self, tensor: torch.Tensor) -> None:
+        """Sum ``tensor`` over the ranks, in place (one call for a whole flat buffer)."""
         if self.size > 1:
             with _collective("all_reduce"):
                 dist.all_reduce(tensor)
+
+    def all_reduce_mean_(self, tensor: torch.Tensor) -> None:
+        """Average ``tensor`` over the ranks, in place."""
+        if self.size > 1:
+            self.all_reduce_sum_(tensor)
             tensor.div_(self.size)
 
     def mean(self, values: np.ndarray) -> np.ndarray:
