@@ -35,8 +35,6 @@ from baselines.ppo import (
     Learner,
     PPOConfig,
     PPOState,
-    RewardFn,
-    Rollout,
     collect_rollout,
     init_ppo,
     rank_share,
@@ -430,10 +428,12 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     PPO goes on with the current reward model; the model is retrained whenever ``human_retrain_labels`` new labels
     are in. ``on_store_ready(out)`` is called once the store exists (the CLI starts the labeling service there).
     """
-    world = init_world(config.device)
+    world = init_world()  # gloo: the reward model trains on the CPU
     check(
-        world.size == 1 or (config.algo == "ppo" and not config.human and config.resume is None),
-        "rlhf run under torchrun takes --algo ppo and a simulated teacher, and starts afresh (no --resume yet)",
+        world.size == 1
+        or (config.algo == "ppo" and not config.human and config.resume is None and config.device == "cpu"),
+        "rlhf run under torchrun takes --algo ppo, a simulated teacher and --device cpu, and starts afresh "
+        "(no --resume yet)",
     )
     resuming = config.resume is not None
     if resuming:  # the labeling service's address may change; the experiment may not
@@ -472,6 +472,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
     if checkpoint is not None:
+        ranks = int(checkpoint["ppo"].get("world_size", 1))
+        check(ranks == world.size, f"{out} ran on {ranks} ranks under torchrun; it cannot resume in one process")
         cfg.learner.load_state(state, checkpoint["ppo"])
         if (out / "reward_model").exists():  # else it was never trained: the fresh model is the saved state
             model = load_reward_model(out / "reward_model")
@@ -491,7 +493,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         store.record_loop_status(status, rewind_to=state.global_step)  # the admin page's curves, as of then
         rng = np.random.default_rng([cfg.seed, 1, state.global_step])
     folder = RunFolder.create(out, cfg, resume_step=state.global_step if resuming else None)
-    reward_fn = _shared_scale(as_ppo_reward_fn(learned_reward, actions="env"), learned_reward, world)
+    reward_fn = as_ppo_reward_fn(learned_reward, actions="env", world=world)
     schedule = label_schedule(cfg.labels, cfg.label_rounds, cfg.initial_label_fraction)
     round_every = max(1, int(cfg.resolved_label_phase * cfg.total_steps / cfg.label_rounds))
     cutter = SegmentCutter(ppo_cfg.num_envs, segment_length, rng)
@@ -519,7 +521,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                     pool.extend(new_segments)
                     segments.update((s.id, s) for s in new_segments)
                 metrics: dict[str, float] = {}
-                due = min(len(schedule), (state.global_step - rollout.true_rewards.size) // round_every + 1)
+                rollout_start = state.global_step - rollout.true_rewards.size * world.size  # all ranks' steps
+                due = min(len(schedule), rollout_start // round_every + 1)
                 wanted = sum(schedule[loop.round : due]) if due > loop.round else 0
                 if wanted > 0 and len(pool) >= 2:
                     metrics |= _label_round(
@@ -799,7 +802,7 @@ def _follow(cfg: RLHFConfig, state: PPOState, world: World, obs_shape: tuple[int
     action_space = state.envs.single_action_space
     model, trainer_cfg, label_filter, l2 = _reward_learning(cfg, obs_shape, action_space)
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
-    reward_fn = _shared_scale(as_ppo_reward_fn(learned_reward, actions="env"), learned_reward, world)
+    reward_fn = as_ppo_reward_fn(learned_reward, actions="env", world=world)
     rng = np.random.default_rng([cfg.seed, 1, world.rank])
     cutter = SegmentCutter(state.config.num_envs, cfg.resolved_segment_length, rng)
     try:
@@ -827,22 +830,6 @@ def _training_rng(world: World, rng: np.random.Generator, model: RewardModel) ->
     for tensor in model.state_dict().values():
         world.broadcast_(tensor)
     return np.random.default_rng(world.broadcast_object(int(rng.integers(2**62)) if world.is_main else None))
-
-
-def _shared_scale(reward_fn: RewardFn, learned_reward: LearnedReward, world: World) -> RewardFn:
-    """Over ranks, ``reward_fn`` with the learned reward's running scale merged over every rank's rollout, so all
-    ranks optimize the same reward: each rank scales its rewards by the statistics of all ranks' steps."""
-    if world.size == 1:
-        return reward_fn
-
-    def shared(rollout: Rollout) -> np.ndarray:
-        start = learned_reward.stats.state_dict()
-        rewards = reward_fn(rollout)
-        local = learned_reward.scale
-        world.merge_stats_(learned_reward.stats, start)
-        return (rewards * (local / learned_reward.scale)).astype(np.float32)
-
-    return shared
 
 
 def _warm_start(model: Any, segments: list[Segment], action_space: Any, rng: np.random.Generator) -> float:

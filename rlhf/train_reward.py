@@ -91,7 +91,7 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
     pairs = [p for p in export.pairs if p.choice != "skip"]
     check(len(pairs) >= 2, f"{config.data} holds {len(pairs)} labeled pairs; at least 2 are needed")
     action_space = env.action_space
-    world = init_world()
+    world = init_world()  # the CPU's gloo: the reward model trains on the CPU
     out = world.broadcast_object(config.out or default_run_dir("train-reward", env_id))  # rank 0's time stamp
     folder = RunFolder.create(out, config) if world.is_main else None
     start = time.perf_counter()
@@ -126,7 +126,7 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
         learned = LearnedReward(model, absorbing_features(obs_dim, action_space), action_space)
         loop_ppo = RLHFConfig(env=env_id, total_steps=config.ppo_steps, seed=config.seed).ppo()
         ppo = replace(loop_ppo, out=out / "ppo")
-        ppo_summary = train_ppo(ppo, reward_fn=as_ppo_reward_fn(learned, actions="env"))
+        ppo_summary = train_ppo(ppo, reward_fn=as_ppo_reward_fn(learned, actions="env", world=world))
         if folder is not None:
             keys = ("env_steps", "eval_return_mean", "eval_return_std", "eval_episodes")
             summary |= {k: ppo_summary[k] for k in keys}

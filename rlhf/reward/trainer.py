@@ -324,17 +324,20 @@ def _train(
             for start in range(0, len(order), config.batch_size):
                 mb_order = order[start : start + config.batch_size]
                 share = mb_order[world.rank :: world.size]  # this rank's pairs of the minibatch (all, in one process)
-                mb_index = torch.as_tensor(train_index[share], device=device)
-                mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
-                losses = bradley_terry_loss(
-                    mb_returns_a, mb_returns_b, epoch_targets[mb_index], "none", config.random_answer_rate
-                )
-                # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
-                loss = (losses * weights[:, share]).sum() / len(mb_order)
+                loss: Tensor | None = None
+                if len(share):  # over ranks, a minibatch smaller than the world leaves some ranks none
+                    mb_index = torch.as_tensor(train_index[share], device=device)
+                    mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
+                    losses = bradley_terry_loss(
+                        mb_returns_a, mb_returns_b, epoch_targets[mb_index], "none", config.random_answer_rate
+                    )
+                    # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
+                    loss = (losses * weights[:, share]).sum() / len(mb_order)
                 if l2 is not None and world.is_main:  # the penalty once, not once per rank
-                    loss = loss + l2.penalty(model)
+                    loss = l2.penalty(model) if loss is None else loss + l2.penalty(model)
                 optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(loss)
+                if loss is not None:
+                    torch.autograd.backward(loss)
                 if world.size > 1:
                     _sum_gradients(model, world)
                 optimizer.step()
