@@ -60,3 +60,18 @@ def test_two_ranks_keep_identical_parameters_after_every_step_and_learn_as_one_p
         # model learns as well (the toy task: ~0.9 accuracy; a random model ~0.5).
         np.testing.assert_allclose(zero["first_gradient"], gradient, rtol=1e-4, atol=1e-7)
         assert float(zero["val_accuracy"]) >= 0.8 and abs(float(zero["val_accuracy"]) - alone["val_accuracy"]) <= 0.05
+
+
+def _transformer_rank(rank: int, out: Path) -> None:
+    data = toy_preferences(11, 10, np.random.default_rng(3))  # minibatches of 5, 5 and 1: rank 1 gets no pair once
+    model = build_reward_model(RewardModelConfig(feature_dim=4, kind="transformer", max_length=10, embed_dim=16,
+                                                 n_head=2, seed=4))  # fmt: skip
+    config = RewardTrainerConfig(epochs=2, batch_size=5, val_fraction=0.0)
+    train_reward_model(model, data, config, np.random.default_rng(5), world=init_world())
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    np.save(out / f"rank{rank}.npy", flat)
+
+
+def test_a_rank_without_a_pair_of_a_minibatch_still_takes_the_step(tmp_path: Path) -> None:
+    assert run_ranks(_transformer_rank, tmp_path) == [0, 0]
+    np.testing.assert_array_equal(np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy"))
