@@ -94,6 +94,7 @@ def _train(rank: int, out: Path, seed: int) -> None:
     assert code == 0
 
 
+@pytest.mark.slow
 def test_a_short_two_rank_cartpole_run_learns_and_only_rank_0_writes(tmp_path: Path) -> None:
     assert run_ranks(_train, tmp_path / "run", 1) == [0, 0]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -116,6 +117,7 @@ def _die_after_one_update(rank: int, out: Path) -> None:
         (out / "lost.txt").write_text(f"{time.perf_counter() - started:.1f}\n{error}")
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path: Path) -> None:
     assert run_ranks(_die_after_one_update, tmp_path, timeout=120) == [0, 3]  # rank 0 stopped by itself
     seconds, message = (tmp_path / "lost.txt").read_text().split("\n", 1)
@@ -129,6 +131,7 @@ def test_a_world_size_that_does_not_divide_the_envs_is_refused() -> None:
         rank_share(PPOConfig.defaults_for("Pendulum-v1"), World(0, 3))
 
 
+@pytest.mark.slow
 def test_torchrun_launches_the_rlhf_module_and_a_resume_needs_the_same_world_size(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "TQDM_DISABLE": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "rlhf"]

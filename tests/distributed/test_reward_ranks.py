@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from baselines.common.distributed import SINGLE, World, init_world
@@ -46,6 +47,7 @@ def _train_rank(rank: int, out: Path, rime: bool) -> None:
              first_gradient=gradient)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_ranks_keep_identical_parameters_after_every_step_and_learn_as_one_process(tmp_path: Path) -> None:
     for rime in (False, True):  # RIME's selection, judged by rank 0, too
         folder = tmp_path / ("rime" if rime else "plain")

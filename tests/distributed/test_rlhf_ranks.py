@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from rlhf.segments import Segment, SegmentCutter
@@ -45,6 +46,7 @@ def _run(rank: int, out: Path) -> None:
     (out / f"cut{rank}.json").write_text(json.dumps({"segments": cut, "reward_models": trained}))
 
 
+@pytest.mark.slow
 def test_two_ranks_store_every_segment_once_and_train_one_reward(tmp_path: Path) -> None:
     assert run_ranks(_run, tmp_path) == [0, 0]
     records = [json.loads((tmp_path / f"cut{rank}.json").read_text()) for rank in (0, 1)]
