@@ -7,6 +7,12 @@ clipped or tanh-squashed) actions, observation normalization and reward scaling.
 The loss is ``ppo_loss``; the ``--device cuda`` learner differentiates it with autograd. On the CPU the update uses
 its hand-written NumPy gradient (``baselines/ppo_gradient.py``, tested against autograd's), several times faster.
 ``rlhf`` reuses it: ``reward_fn`` replaces a rollout's rewards; ``init_ppo``/``collect_rollout``/``ppo_update``.
+
+Data-parallel under ``torchrun`` (``baselines/common/distributed.py``): each rank steps ``num_envs / world size`` of
+the envs (env ``i`` of the whole seeded as in one process), the ranks average each minibatch's flat gradient (and its
+loss statistics, so that a KL early stop or a KL-adaptive rate decides alike) before the optimizer step, and merge the
+observation and reward statistics after each rollout: the parameters stay identical. Each rank's minibatch is
+``batch_size / world size`` of its own rollout. Rank 0 alone evaluates and writes the run folder.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
 from baselines.common.config import resolve_resume
+from baselines.common.distributed import SINGLE, World, init_world
 from baselines.common.envs import make_vec_env
-from baselines.common.errors import ConfigError
+from baselines.common.errors import ConfigError, check
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.flat_mlp import FlatAdam, FlatParameters, MLPSpec, limit_blas_threads
 from baselines.common.normalization import ObsNormalizer, RewardScaler
@@ -159,6 +166,8 @@ class PPOState:
     clip_range: float = 0.2
     episode_return: np.ndarray = field(default_factory=lambda: np.zeros(0))
     episode_length: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    world: World = SINGLE
+    """The ranks this learner is one of (one process: rank 0 of 1); ``config`` is this rank's share."""
 
     def normalize(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
         if self.obs_normalizer is None:
@@ -172,9 +181,13 @@ class PPOState:
 
 
 def init_ppo(
-    config: PPOConfig, aux_outputs: int = 0, envs: gym.vector.VectorEnv[Any, Any, Any] | None = None
+    config: PPOConfig,
+    aux_outputs: int = 0,
+    envs: gym.vector.VectorEnv[Any, Any, Any] | None = None,
+    world: World = SINGLE,
 ) -> PPOState:
-    """Make the envs (unless given: a multi-task learner's) and the agent (``aux_outputs``: see ActorCritic)."""
+    """Make the envs (unless given: a multi-task learner's) and the agent (``aux_outputs``: see ActorCritic).
+    With several ranks, ``config`` is this rank's share (``rank_share``) and rank 0's weights are every rank's."""
     config.validate()
     torch.set_num_threads(config.torch_threads)
     limit_blas_threads(config.torch_threads)
@@ -183,6 +196,7 @@ def init_ppo(
     if envs is None:
         envs = make_vec_env(config.env, config.num_envs, config.vectorization, copy=False)
     agent = ActorCritic(envs.single_observation_space, envs.single_action_space, config, generator, aux_outputs)
+    world.broadcast_(agent.params.data)
     return PPOState(
         config=config,
         envs=envs,
@@ -190,12 +204,26 @@ def init_ppo(
         optimizer=FlatAdam(agent.params, config.learning_rate, eps=1e-5),
         obs_normalizer=ObsNormalizer((agent.obs_dim,)) if config.normalize_obs else None,
         reward_scaler=RewardScaler(config.num_envs, config.gamma) if config.normalize_reward else None,
-        rng=np.random.default_rng(config.seed),
+        rng=np.random.default_rng(config.seed if world.rank == 0 else [config.seed, world.rank]),
         generator=generator,
-        next_obs=envs.reset(seed=config.seed)[0].copy(),
+        next_obs=envs.reset(seed=config.seed + world.rank * config.num_envs)[0].copy(),  # env i of all: seed + i
         clip_range=config.clip_range,
         episode_return=np.zeros(config.num_envs),
         episode_length=np.zeros(config.num_envs, dtype=np.int64),
+        world=world,
+    )
+
+
+def rank_share(config: PPOConfig, world: World) -> PPOConfig:
+    """One rank's share of ``config``: ``num_envs`` and ``batch_size`` divided by the world size (ConfigError
+    unless they divide)."""
+    if world.size == 1:
+        return config
+    for flag, value in (("--num-envs", config.num_envs), ("--batch-size", config.batch_size)):
+        if value % world.size:
+            raise ConfigError(f"{flag} {value} does not divide among {world.size} ranks: give a multiple of it")
+    return dataclasses.replace(
+        config, num_envs=config.num_envs // world.size, batch_size=config.batch_size // world.size
     )
 
 
@@ -212,6 +240,7 @@ def collect_rollout(state: PPOState) -> Rollout:
                 actions=actions, env_actions=np.empty_like(actions), true_rewards=rewards, rewards=rewards,
                 terminated=np.empty(shape, bool), truncated=np.empty(shape, bool))  # fmt: skip
     current = state.next_obs
+    synced = state.obs_normalizer.stats.state_dict() if state.obs_normalizer and state.world.size > 1 else None
     norm_current = state.normalize(current, update=True)
     for t in range(cfg.num_steps):
         action = agent.act(norm_current, state.rng)
@@ -234,7 +263,9 @@ def collect_rollout(state: PPOState) -> Rollout:
             state.episode_length[done] = 0
         current = following
     state.next_obs = current
-    state.global_step += r.true_rewards.size
+    if synced is not None and state.obs_normalizer is not None:
+        state.world.merge_stats_(state.obs_normalizer.stats, synced)
+    state.global_step += r.true_rewards.size * state.world.size
     return r
 
 
@@ -327,7 +358,9 @@ def scaled_rewards(state: PPOState, rollout: Rollout) -> np.ndarray:
     """``rollout.rewards`` as the update sees them: scaled by the running return std when normalize_reward."""
     rewards = rollout.rewards.astype(np.float32)
     if state.reward_scaler is not None:
+        synced = state.reward_scaler.stats.state_dict()
         rewards = state.reward_scaler(rewards, rollout.terminated | rollout.truncated)
+        state.world.merge_stats_(state.reward_scaler.stats, synced)
     return rewards
 
 
@@ -395,6 +428,11 @@ def optimize(
                 idx = perm[start : start + cfg.batch_size]
                 minibatch = tuple(column[torch.from_numpy(idx) if use_autograd else idx] for column in data)
             stats = gradients(agent, cfg, trust, minibatch, full_batch if normalized is None else normalized)
+            if state.world.size > 1:  # one all-reduce: the flat gradient and the loss stats, averaged over ranks
+                both = torch.cat([agent.params.grad.reshape(-1), torch.from_numpy(stats).to(agent.params.grad)])
+                state.world.all_reduce_mean_(both)
+                agent.params.grad.copy_(both[: agent.params.grad.numel()].reshape(agent.params.grad.shape))
+                stats = both[agent.params.grad.numel() :].cpu().numpy().astype(stats.dtype)
             sums[:-1] += stats
             sums[-1] += state.optimizer.clipped_step(cfg.max_grad_norm)
             count += 1
@@ -422,6 +460,7 @@ def update_metrics(
 # ----------------------------------------------------------------------------------------- checkpoints, train
 def state_dict(state: PPOState) -> dict[str, Any]:
     return {
+        "world_size": state.world.size,
         "config": {  # paths as text: a checkpoint loads with weights_only, which refuses pathlib objects
             name: str(value) if isinstance(value, Path) else value
             for name, value in dataclasses.asdict(state.config).items()
@@ -453,8 +492,9 @@ def load_state(state: PPOState, checkpoint: dict[str, Any]) -> None:
         state.generator.set_state(checkpoint["generator"])
     except (KeyError, RuntimeError, TypeError) as error:
         raise ConfigError(f"checkpoint does not fit this PPO config ({error})") from None
-    state.rng = np.random.default_rng([state.config.seed, state.global_step])
-    state.next_obs = state.envs.reset(seed=state.config.seed + state.global_step)[0].copy()
+    rank, seed = state.world.rank, state.config.seed
+    state.rng = np.random.default_rng([seed, state.global_step] + ([rank] if rank else []))
+    state.next_obs = state.envs.reset(seed=seed + state.global_step + rank * state.config.num_envs)[0].copy()
 
 
 class Learner(NamedTuple):
@@ -498,8 +538,10 @@ def train_ppo(
         on_eval: called with ``(env_steps, eval_return_mean)`` after each evaluation (a tuner may raise there).
         learner: the algorithm (GPTO's is ``baselines.gpto.GPTO``).
     """
+    world = init_world(config.device)
+    check(world.size == 1 or learner is PPO, f"rlhf {learner.name} runs in one process; under torchrun: rlhf ppo")
     resuming = config.resume is not None
-    new_out = config.out or default_run_dir(learner.name, config.env)
+    new_out = world.broadcast_object(config.out or default_run_dir(learner.name, config.env))  # rank 0's stamp
     cfg = resolve_resume(config) if resuming else dataclasses.replace(config, out=new_out)
     cfg.validate()
     assert cfg.out is not None
@@ -507,9 +549,14 @@ def train_ppo(
     if checkpoint is not None and checkpoint.get("algo", "ppo") != learner.name:
         algo = checkpoint.get("algo", "ppo")
         raise ConfigError(f"{cfg.out} is a run of rlhf {algo}; continue it with rlhf {algo} --resume {cfg.out}")
-    state = learner.init(cfg)
+    if checkpoint is not None and int(checkpoint.get("world_size", 1)) != world.size:
+        raise ConfigError(f"{cfg.out} ran on {checkpoint.get('world_size', 1)} ranks; resume it on as many "
+                          f"(here {world.size})")  # fmt: skip
+    state = init_ppo(rank_share(cfg, world), world=world) if world.size > 1 else learner.init(cfg)
     if checkpoint is not None:
         learner.load_state(state, checkpoint)
+    if not world.is_main:
+        return _follow(state, cfg, learner, reward_fn)
     folder = RunFolder.create(cfg.out, cfg, resume_step=state.global_step if resuming else None)
     start_time, start_step = time.perf_counter(), state.global_step
     next_eval = next_due(state.global_step, cfg.eval_every)
@@ -544,7 +591,7 @@ def train_ppo(
                 if state.global_step >= next_checkpoint:
                     save_checkpoint(folder.path / "checkpoint.pt", learner.state_dict(state))
                     next_checkpoint += cfg.checkpoint_every
-                bar.update(cfg.rollout_steps)
+                bar.update(cfg.rollout_steps)  # the whole config's: all ranks' steps
                 if recent_returns:
                     bar.set_postfix(train_return=f"{np.mean(recent_returns):.1f}", refresh=False)
         if not eval_returns:  # a resumed run that had already finished: evaluate it once more
@@ -567,9 +614,25 @@ def train_ppo(
     }
     if len(eval_returns) > 1:
         summary["eval_task_returns"] = {name: float(returns.mean()) for name, returns in eval_returns.items()}
+    if world.size > 1:
+        summary["world_size"] = world.size
     folder.write_summary(summary)
     write_report(folder, summary)
     return summary
+
+
+def _follow(state: PPOState, cfg: PPOConfig, learner: Learner, reward_fn: RewardFn | None) -> dict[str, Any]:
+    """A rank other than 0: collect and update in step with the others (every collective of the update is matched
+    there), writing nothing; rank 0 evaluates, logs and checkpoints."""
+    try:
+        while state.global_step < cfg.total_steps:
+            rollout = collect_rollout(state)
+            if reward_fn is not None:
+                rollout.rewards = reward_fn(rollout).astype(np.float32)
+            learner.update(state, rollout)
+    finally:
+        state.envs.close()
+    return {"algo": learner.name, "env_id": cfg.env, "rank": state.world.rank, "env_steps": state.global_step}
 
 
 def write_report(folder: RunFolder, summary: dict[str, Any]) -> None:

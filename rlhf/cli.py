@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from baselines.common.config import find_flag
-from baselines.common.errors import ConfigError, check_seed
+from baselines.common.errors import ConfigError, RankLost, check_seed
 
 if TYPE_CHECKING:
     from feedback_ui.server import ServerHandle
@@ -274,13 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {error.filename}" if error.filename else ""
         print(f"rlhf {command}: error: {error.strerror or error}{where} (RLHF_DEBUG=1 shows where)", file=sys.stderr)
         return 2
+    except RankLost as error:  # under torchrun: another rank stopped; this one stops too, in one line
+        print(f"rlhf {command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         out = getattr(locals().get("config"), "out", None)
         resumable = out is not None and command in RESUMABLE and (Path(out) / "checkpoint.pt").exists()
         hint = f"; continue with: rlhf {command} --resume {out}" if resumable else ""
         print(f"\nrlhf {command}: interrupted{hint}", file=sys.stderr)
         return 130
-    print(_headline(summary))
+    if summary.get("rank", 0) == 0:  # under torchrun, rank 0 speaks for the run
+        print(_headline(summary))
     return 0
 
 

@@ -23,19 +23,29 @@ import torch
 
 from baselines.common.checkpoint import load_checkpoint, save_checkpoint
 from baselines.common.config import cli_default, read_config_file, resolve_resume
+from baselines.common.distributed import World, init_world
 from baselines.common.errors import ConfigError, check
 from baselines.common.evaluation import evaluate_policy
 from baselines.common.progress import progress_bar
 from baselines.common.report import Report, color, metric_series
 from baselines.common.runs import MetricsLogger, RunFolder, default_run_dir, next_due, write_json
 from baselines.gpto import GPTO, GPTOConfig
-from baselines.ppo import PPO, Learner, PPOConfig, PPOState, collect_rollout
+from baselines.ppo import (
+    PPO,
+    Learner,
+    PPOConfig,
+    PPOState,
+    collect_rollout,
+    init_ppo,
+    rank_share,
+)
 from rlhf.labelers import estimate_labeler_quality, label_weights
 from rlhf.query import QueryMethod, preference_probabilities, select_pairs
 from rlhf.render import MUJOCO_VIEWS, check_mujoco_rendering, render_policy_clip, render_segments
 from rlhf.reward import (
     LearnedReward,
     PreferenceData,
+    RewardModel,
     RewardModelConfig,
     RewardTrainerConfig,
     as_ppo_reward_fn,
@@ -418,23 +428,32 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     PPO goes on with the current reward model; the model is retrained whenever ``human_retrain_labels`` new labels
     are in. ``on_store_ready(out)`` is called once the store exists (the CLI starts the labeling service there).
     """
+    world = init_world()  # gloo: the reward model trains on the CPU
+    check(
+        world.size == 1
+        or (config.algo == "ppo" and not config.human and config.resume is None and config.device == "cpu"),
+        "rlhf run under torchrun takes --algo ppo, a simulated teacher and --device cpu, and starts afresh "
+        "(no --resume yet)",
+    )
     resuming = config.resume is not None
     if resuming:  # the labeling service's address may change; the experiment may not
         cfg = resolve_resume(config, extra_resumable={"host", "port", "human_retrain_labels", "human_pace"})
-    else:
-        cfg = dataclasses.replace(config, out=config.out or default_run_dir("run", config.env))
+    else:  # under torchrun, rank 0's run folder (its time stamp) is everyone's
+        cfg = dataclasses.replace(config, out=world.broadcast_object(config.out or default_run_dir("run", config.env)))
     cfg.validate()
     assert cfg.out is not None
     out = cfg.out
     checkpoint = load_checkpoint(out / "checkpoint.pt") if resuming else None
-    if checkpoint is None:
+    if checkpoint is None and world.is_main:
         RunFolder.check_new(out)
     ppo_cfg = dataclasses.replace(cfg.ppo(), out=out)
-    state = cfg.learner.init(ppo_cfg)
+    state = init_ppo(rank_share(ppo_cfg, world), world=world) if world.size > 1 else cfg.learner.init(ppo_cfg)
     envs = state.envs
     action_space = envs.single_action_space
     obs_shape = tuple(envs.single_observation_space.shape or ())
     segment_length = cfg.resolved_segment_length
+    if not world.is_main:
+        return _follow(cfg, state, world, obs_shape)
     out.mkdir(parents=True, exist_ok=True)
     # Simulated labels need no power-loss durability; a person's labels (the labeling service) get FULL.
     store = PreferenceStore(out / "prefs.sqlite", sqlite_synchronous="FULL" if cfg.human else "NORMAL")
@@ -449,30 +468,12 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     if on_store_ready is not None:
         on_store_ready(out)
     rng = np.random.default_rng([cfg.seed, 1])
-    obs_dim = int(np.prod(obs_shape))
-    feature_dim = obs_dim + action_feature_dim(action_space) + 1
-    model_cfg = RewardModelConfig(
-        ignored_features=action_columns(obs_dim, action_space) if cfg.resolved_reward_inputs == "observations" else (),
-        kind=cfg.reward_model,
-        feature_dim=feature_dim,
-        ensemble_size=cfg.ensemble_size if cfg.reward_model == "mlp" else 1,
-        max_length=segment_length,
-        seed=cfg.seed,
-    )
-    trainer_cfg = RewardTrainerConfig(
-        epochs=cfg.reward_epochs,
-        lr=cfg.reward_lr,
-        label_smoothing=cfg.label_smoothing,
-        random_answer_rate=cfg.random_answer_rate,
-        split_seed=cfg.seed,
-        weight_decay=0.0 if cfg.reward_regularization == "adaptive-l2" else RewardTrainerConfig.weight_decay,
-    )
-    model = build_reward_model(model_cfg)
-    label_filter = LabelFilter() if cfg.label_filter == "rime" else None
-    l2 = AdaptiveL2() if cfg.reward_regularization == "adaptive-l2" else None
+    model, trainer_cfg, label_filter, l2 = _reward_learning(cfg, obs_shape, action_space)
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
     if checkpoint is not None:
+        ranks = int(checkpoint["ppo"].get("world_size", 1))
+        check(ranks == world.size, f"{out} ran on {ranks} ranks under torchrun; it cannot resume in one process")
         cfg.learner.load_state(state, checkpoint["ppo"])
         if (out / "reward_model").exists():  # else it was never trained: the fresh model is the saved state
             model = load_reward_model(out / "reward_model")
@@ -492,7 +493,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
         store.record_loop_status(status, rewind_to=state.global_step)  # the admin page's curves, as of then
         rng = np.random.default_rng([cfg.seed, 1, state.global_step])
     folder = RunFolder.create(out, cfg, resume_step=state.global_step if resuming else None)
-    reward_fn = as_ppo_reward_fn(learned_reward, actions="env")
+    reward_fn = as_ppo_reward_fn(learned_reward, actions="env", world=world)
     schedule = label_schedule(cfg.labels, cfg.label_rounds, cfg.initial_label_fraction)
     round_every = max(1, int(cfg.resolved_label_phase * cfg.total_steps / cfg.label_rounds))
     cutter = SegmentCutter(ppo_cfg.num_envs, segment_length, rng)
@@ -513,12 +514,15 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                 new_segments = cutter.add(
                     rollout.obs, rollout.env_actions, rollout.true_rewards, rollout.terminated, rollout.truncated
                 )
+                if world.size > 1:  # every rank's segments, in rank order, reach the store through rank 0
+                    new_segments = [segment for part in world.gather_objects(new_segments) for segment in part]
                 if new_segments:
                     store.add_segments(new_segments, round=loop.round)
                     pool.extend(new_segments)
                     segments.update((s.id, s) for s in new_segments)
                 metrics: dict[str, float] = {}
-                due = min(len(schedule), (state.global_step - rollout.true_rewards.size) // round_every + 1)
+                rollout_start = state.global_step - rollout.true_rewards.size * world.size  # all ranks' steps
+                due = min(len(schedule), rollout_start // round_every + 1)
                 wanted = sum(schedule[loop.round : due]) if due > loop.round else 0
                 if wanted > 0 and len(pool) >= 2:
                     metrics |= _label_round(
@@ -538,30 +542,33 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
                         _save(out, cfg.learner, state, learned_reward, loop)  # --resume goes on from here
                         _wait_for_round(cfg, store, state.global_step, loop, loop_clip, bar)
                     retrain = _human_retrain_due(cfg, store, loop, schedule[0], paced)
+                data = None
                 if retrain:
                     data = _preference_data(store, segments, action_space, model, trained=bool(loop.history))
                     loop.labels_used = loop.trained_on = 0 if data is None else len(data.targets)
-                    if data is not None and len(data.targets) >= 2:
-                        if cfg.reward_warm_start and not loop.history:  # the first training: start it warm
-                            segments_so_far = list(pool.segments)
-                            metrics["reward/warm_start_mse"] = _warm_start(model, segments_so_far, action_space, rng)
-                        if cfg.reward_refit and loop.history:  # each later training starts afresh
-                            reinitialize(model, cfg.seed + 7919 * len(loop.history), REFIT_OUTPUT_SCALE)
-                        fit = train_reward_model(model, data, trainer_cfg, rng, label_filter, l2)
-                        if label_filter is not None:
-                            loop.label_filter = label_filter.state_dict()
-                        if l2 is not None:
-                            loop.l2 = l2.state_dict()
-                            metrics["reward/l2_coefficient"] = l2.coefficient
-                        metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
-                        metrics["reward/train_loss"] = float(fit["train_loss"])
-                        for verdict in ("trusted", "flipped", "dropped", "downweighted"):
-                            metrics[f"reward/labels_{verdict}"] = fit[f"labels_{verdict}"]
-                        metrics["reward/return_correlation"] = _return_correlation(
-                            model, list(pool.segments), action_space
-                        )
-                        loop.history.append({"step": state.global_step, "round": loop.round, **metrics})
-                        save_reward_model(model, out / "reward_model")
+                    data = data if data is not None and len(data.targets) >= 2 else None
+                if world.size > 1:  # the other ranks train with rank 0 (``_follow``)
+                    world.broadcast_object(data)
+                if data is not None:
+                    if cfg.reward_warm_start and not loop.history:  # the first training: start it warm
+                        segments_so_far = list(pool.segments)
+                        metrics["reward/warm_start_mse"] = _warm_start(model, segments_so_far, action_space, rng)
+                    if cfg.reward_refit and loop.history:  # each later training starts afresh
+                        reinitialize(model, cfg.seed + 7919 * len(loop.history), REFIT_OUTPUT_SCALE)
+                    training_rng = _training_rng(world, rng, model)
+                    fit = train_reward_model(model, data, trainer_cfg, training_rng, label_filter, l2, world)
+                    if label_filter is not None:
+                        loop.label_filter = label_filter.state_dict()
+                    if l2 is not None:
+                        loop.l2 = l2.state_dict()
+                        metrics["reward/l2_coefficient"] = l2.coefficient
+                    metrics["reward/val_accuracy"] = float(fit["val_accuracy"])
+                    metrics["reward/train_loss"] = float(fit["train_loss"])
+                    for verdict in ("trusted", "flipped", "dropped", "downweighted"):
+                        metrics[f"reward/labels_{verdict}"] = fit[f"labels_{verdict}"]
+                    metrics["reward/return_correlation"] = _return_correlation(model, list(pool.segments), action_space)
+                    loop.history.append({"step": state.global_step, "round": loop.round, **metrics})
+                    save_reward_model(model, out / "reward_model")
                 rollout.rewards = reward_fn(rollout)
                 metrics |= cfg.learner.update(state, rollout)
                 metrics["labels/total"] = loop.labels_used
@@ -758,6 +765,71 @@ def _policy_clip(state: PPOState, cfg: RLHFConfig, name: str) -> str | None:
         print(f"no clip of the policy: {error}", file=sys.stderr, flush=True)
         return None
     return name
+
+
+def _reward_learning(
+    cfg: RLHFConfig, obs_shape: tuple[int, ...], action_space: Any
+) -> tuple[RewardModel, RewardTrainerConfig, LabelFilter | None, AdaptiveL2 | None]:
+    """The reward model, its trainer's settings, RIME's filter and the adaptive L2 penalty of ``cfg``."""
+    obs_dim = int(np.prod(obs_shape))
+    model_cfg = RewardModelConfig(
+        ignored_features=action_columns(obs_dim, action_space) if cfg.resolved_reward_inputs == "observations" else (),
+        kind=cfg.reward_model,
+        feature_dim=obs_dim + action_feature_dim(action_space) + 1,
+        ensemble_size=cfg.ensemble_size if cfg.reward_model == "mlp" else 1,
+        max_length=cfg.resolved_segment_length,
+        seed=cfg.seed,
+    )
+    trainer_cfg = RewardTrainerConfig(
+        epochs=cfg.reward_epochs,
+        lr=cfg.reward_lr,
+        label_smoothing=cfg.label_smoothing,
+        random_answer_rate=cfg.random_answer_rate,
+        split_seed=cfg.seed,
+        weight_decay=0.0 if cfg.reward_regularization == "adaptive-l2" else RewardTrainerConfig.weight_decay,
+    )
+    label_filter = LabelFilter() if cfg.label_filter == "rime" else None
+    l2 = AdaptiveL2() if cfg.reward_regularization == "adaptive-l2" else None
+    return build_reward_model(model_cfg), trainer_cfg, label_filter, l2
+
+
+# ------------------------------------------------------------------------------------- the loop over ranks
+def _follow(cfg: RLHFConfig, state: PPOState, world: World, obs_shape: tuple[int, ...]) -> dict[str, Any]:
+    """A rank other than 0 under ``torchrun``: step its envs on the learned reward, send its segments to rank 0
+    (which stores them, asks for labels and decides when the reward model trains), train the reward model with
+    the other ranks on rank 0's labels, and update the policy with them. Every collective here meets its twin in
+    ``run_rlhf``'s loop, in the same order; this rank writes nothing."""
+    action_space = state.envs.single_action_space
+    model, trainer_cfg, label_filter, l2 = _reward_learning(cfg, obs_shape, action_space)
+    learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
+    reward_fn = as_ppo_reward_fn(learned_reward, actions="env", world=world)
+    rng = np.random.default_rng([cfg.seed, 1, world.rank])
+    cutter = SegmentCutter(state.config.num_envs, cfg.resolved_segment_length, rng)
+    try:
+        while state.global_step < cfg.total_steps:
+            rollout = collect_rollout(state)
+            world.gather_objects(
+                cutter.add(rollout.obs, rollout.env_actions, rollout.true_rewards, rollout.terminated,
+                           rollout.truncated)
+            )  # fmt: skip
+            data: PreferenceData | None = world.broadcast_object(None)
+            if data is not None:
+                train_reward_model(model, data, trainer_cfg, _training_rng(world, rng, model), label_filter, l2, world)
+            rollout.rewards = reward_fn(rollout)
+            cfg.learner.update(state, rollout)
+    finally:
+        state.envs.close()
+    return {"algo": "rlhf", "env_id": cfg.env, "rank": world.rank, "env_steps": state.global_step}
+
+
+def _training_rng(world: World, rng: np.random.Generator, model: RewardModel) -> np.random.Generator:
+    """The generator a reward-model training draws from: ``rng`` in one process; over ranks, one seeded by rank 0,
+    after every rank took rank 0's weights (its warm start or refit), so all draw the same minibatches."""
+    if world.size == 1:
+        return rng
+    for tensor in model.state_dict().values():
+        world.broadcast_(tensor)
+    return np.random.default_rng(world.broadcast_object(int(rng.integers(2**62)) if world.is_main else None))
 
 
 def _warm_start(model: Any, segments: list[Segment], action_space: Any, rng: np.random.Generator) -> float:

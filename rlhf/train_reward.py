@@ -1,5 +1,6 @@
 """`rlhf train-reward`: a reward model trained from exported preferences alone (an `rlhf export` dataset), and
-optionally PPO on it."""
+optionally PPO on it. Under ``torchrun`` both train data-parallel (``train_reward_model``'s ``world``; PPO's), and
+rank 0 alone writes the run folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from baselines.common.distributed import init_world
 from baselines.common.envs import make_env
 from baselines.common.errors import check
 from baselines.common.runs import RunFolder, default_run_dir
@@ -89,8 +91,9 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
     pairs = [p for p in export.pairs if p.choice != "skip"]
     check(len(pairs) >= 2, f"{config.data} holds {len(pairs)} labeled pairs; at least 2 are needed")
     action_space = env.action_space
-    out = config.out or default_run_dir("train-reward", env_id)
-    folder = RunFolder.create(out, config)
+    world = init_world()  # the CPU's gloo: the reward model trains on the CPU
+    out = world.broadcast_object(config.out or default_run_dir("train-reward", env_id))  # rank 0's time stamp
+    folder = RunFolder.create(out, config) if world.is_main else None
     start = time.perf_counter()
     data = preference_data([(p.segment_a, p.segment_b, p.choice) for p in pairs], action_space)
     obs_dim = int(np.prod(obs_shape))
@@ -105,9 +108,10 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
         )
     )
     label_filter = LabelFilter() if config.label_filter == "rime" else None
-    fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed), label_filter)
-    warn_if_unmeasured(float(fit["val_accuracy"]), "rlhf train-reward")
-    save_reward_model(model, out / "reward_model")
+    fit = train_reward_model(model, data, trainer, np.random.default_rng(config.seed), label_filter, world=world)
+    if folder is not None:
+        warn_if_unmeasured(float(fit["val_accuracy"]), "rlhf train-reward")
+        save_reward_model(model, out / "reward_model")
     summary: dict[str, Any] = {
         "algo": "train-reward",
         "env_id": env_id,
@@ -122,7 +126,13 @@ def run_train_reward(config: TrainRewardConfig) -> dict[str, Any]:
         learned = LearnedReward(model, absorbing_features(obs_dim, action_space), action_space)
         loop_ppo = RLHFConfig(env=env_id, total_steps=config.ppo_steps, seed=config.seed).ppo()
         ppo = replace(loop_ppo, out=out / "ppo")
-        ppo_summary = train_ppo(ppo, reward_fn=as_ppo_reward_fn(learned, actions="env"))
-        summary |= {k: ppo_summary[k] for k in ("env_steps", "eval_return_mean", "eval_return_std", "eval_episodes")}
+        ppo_summary = train_ppo(ppo, reward_fn=as_ppo_reward_fn(learned, actions="env", world=world))
+        if folder is not None:
+            keys = ("env_steps", "eval_return_mean", "eval_return_std", "eval_episodes")
+            summary |= {k: ppo_summary[k] for k in keys}
+    if folder is None:  # another rank than 0: rank 0 writes and speaks for the run
+        return {"algo": "train-reward", "rank": world.rank}
+    if world.size > 1:
+        summary["world_size"] = world.size
     folder.write_summary(summary)
     return summary

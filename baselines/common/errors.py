@@ -7,6 +7,11 @@ class ConfigError(ValueError):
     """A configuration or input the user gave is invalid; the message says what is allowed."""
 
 
+class RankLost(RuntimeError):
+    """Under ``torchrun``: another rank of the world stopped (or did not answer within the timeout), so this one
+    stops too; the CLI prints one line and exits with 1."""
+
+
 def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:

@@ -17,15 +17,33 @@ class RunningMeanStd:
 
     def update(self, batch: np.ndarray) -> None:
         """Fold in ``batch`` of shape ``(n, *shape)``."""
-        batch_mean = batch.mean(axis=0)
-        batch_var = batch.var(axis=0)
-        batch_count = batch.shape[0]
+        self.merge(batch.shape[0], batch.mean(axis=0), batch.var(axis=0))
+
+    def merge(self, batch_count: float, batch_mean: np.ndarray, batch_var: np.ndarray) -> None:
+        """Fold in a batch given by its count, mean and variance (another rank's data, say)."""
         delta = batch_mean - self.mean
         total = self.count + batch_count
         self.mean = self.mean + delta * batch_count / total
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
         self.var = m2 / total
         self.count = total
+
+    def since(self, start: dict[str, Any]) -> tuple[float, np.ndarray, np.ndarray]:
+        """Count, mean and variance of what was folded in after ``start`` (an earlier ``state_dict()``)."""
+        earlier = RunningMeanStd.from_state(start)
+        count = self.count - earlier.count
+        if count <= 0:
+            return 0.0, np.zeros_like(self.mean), np.zeros_like(self.var)
+        mean = (self.mean * self.count - earlier.mean * earlier.count) / count
+        delta = mean - earlier.mean
+        m2 = self.var * self.count - earlier.var * earlier.count - delta**2 * earlier.count * count / self.count
+        return count, mean, np.maximum(m2 / count, 0.0)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunningMeanStd:
+        stats = cls()
+        stats.load_state_dict(state)
+        return stats
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": float(self.count)}

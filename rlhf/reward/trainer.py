@@ -27,6 +27,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from baselines.common.distributed import SINGLE, World
 from baselines.common.errors import ConfigError, check
 from rlhf.reward.label_filter import LabelFilter
 from rlhf.reward.models import RewardModel
@@ -199,8 +200,14 @@ def train_reward_model(
     rng: np.random.Generator,
     label_filter: LabelFilter | None = None,
     l2: AdaptiveL2 | None = None,
+    world: World = SINGLE,
 ) -> dict[str, float]:
     """Train ``model`` in place on ``data``, continuing from its current weights.
+
+    Data-parallel under ``torchrun`` (``world``, ``baselines/common/distributed.py``): every rank holds all the
+    labels, the same model and the same ``rng`` seed, so all draw the same minibatches; each rank's backward pass
+    covers every ``world.size``-th pair of a minibatch, the ranks sum their gradients in one all-reduce and take the
+    same optimizer step, so the models stay identical. Early stopping and RIME's selection follow rank 0's numbers.
 
     Args:
         model: the reward model (``E`` members).
@@ -213,6 +220,7 @@ def train_reward_model(
         l2: Christiano et al.'s L2 penalty (``rlhf.reward.regularization``), its coefficient moved after each epoch
             to keep the held-out loss within a band of the training loss; it carries over between calls. None: no
             penalty (the optimizer's weight decay still applies).
+        world: the ranks training together (one process: rank 0 of 1).
 
     Returns:
         ``train_loss``, ``val_loss`` (Bradley-Terry loss of the returned weights on raw targets, member mean),
@@ -223,7 +231,7 @@ def train_reward_model(
         label); with ``l2``, ``l2_coefficient`` (after this call's adjustments).
     """
     with _torch_threads(config.torch_threads):
-        return _train(model, data, config, rng, label_filter, l2)
+        return _train(model, data, config, rng, label_filter, l2, world)
 
 
 def warn_if_unmeasured(val_accuracy: float | None, command: str) -> None:
@@ -245,6 +253,7 @@ def _train(
     rng: np.random.Generator,
     label_filter: LabelFilter | None,
     l2: AdaptiveL2 | None,
+    world: World = SINGLE,
 ) -> dict[str, float]:
     started = time.perf_counter()
     if data.feature_dim != model.config.feature_dim:
@@ -282,8 +291,9 @@ def _train(
     # Early stopping reads the loss training minimises: with a random-answer rate, a flipped held-out label
     # must not dominate it either.
     def stopping_loss() -> float:  # weighted as training weighs: a random labeler's held-out labels count little
-        return _evaluate(model, features_a, features_b, targets, val_index, random_answer_rate=rate,
+        loss = _evaluate(model, features_a, features_b, targets, val_index, random_answer_rate=rate,
                          label_weights=data.weights)[0]  # fmt: skip
+        return float(world.broadcast_object(loss))  # rank 0's: every rank stops at the same epoch
 
     rate = config.random_answer_rate
     # Early stopping needs held-out labels that weigh something; without, every epoch runs.
@@ -303,7 +313,7 @@ def _train(
                 selection = label_filter.select(
                     _pair_losses(model, features_a, features_b, targets, train_index), data.targets[train_index]
                 )
-                trusted, flipped = selection.trusted, selection.flipped
+                trusted, flipped = world.broadcast_object((selection.trusted, selection.flipped))
                 flip = torch.zeros(len(data), dtype=torch.bool, device=device)
                 flip[torch.as_tensor(train_index[flipped], device=device)] = True
                 epoch_targets = torch.where(flip, 1.0 - train_targets, train_targets)
@@ -313,17 +323,23 @@ def _train(
                 order = order[(trusted | flipped)[order]]  # dropped labels sit this epoch out
             for start in range(0, len(order), config.batch_size):
                 mb_order = order[start : start + config.batch_size]
-                mb_index = torch.as_tensor(train_index[mb_order], device=device)
-                mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
-                losses = bradley_terry_loss(
-                    mb_returns_a, mb_returns_b, epoch_targets[mb_index], "none", config.random_answer_rate
-                )
-                # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
-                loss = (losses * weights[:, mb_order]).sum() / len(mb_index)
-                if l2 is not None:
-                    loss = loss + l2.penalty(model)
+                share = mb_order[world.rank :: world.size]  # this rank's pairs of the minibatch (all, in one process)
+                loss: Tensor | None = None
+                if len(share):  # over ranks, a minibatch smaller than the world leaves some ranks none
+                    mb_index = torch.as_tensor(train_index[share], device=device)
+                    mb_returns_a, mb_returns_b = pair_returns(model, features_a[mb_index], features_b[mb_index])
+                    losses = bradley_terry_loss(
+                        mb_returns_a, mb_returns_b, epoch_targets[mb_index], "none", config.random_answer_rate
+                    )
+                    # Sum over members (each learns as if alone), mean over the batch weighted by bootstrap counts.
+                    loss = (losses * weights[:, share]).sum() / len(mb_order)
+                if l2 is not None and world.is_main:  # the penalty once, not once per rank
+                    loss = l2.penalty(model) if loss is None else loss + l2.penalty(model)
                 optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(loss)
+                if loss is not None:
+                    torch.autograd.backward(loss)
+                if world.size > 1:
+                    _sum_gradients(model, world)
                 optimizer.step()
             epochs_run = epoch
             if not stops_early:
@@ -447,6 +463,18 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _sum_gradients(model: RewardModel, world: World) -> None:
+    """Sum each parameter's gradient over the ranks in one all-reduce (a rank whose share of a minibatch left a
+    parameter without gradient adds zeros)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    world.all_reduce_sum_(flat)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
 
 
 def _copy_state(model: RewardModel) -> dict[str, Tensor]:

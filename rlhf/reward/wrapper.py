@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from baselines.common.distributed import SINGLE, World
 from baselines.common.errors import ConfigError
 from baselines.common.normalization import RunningMeanStd
 from rlhf.reward.models import RewardModel
@@ -151,11 +152,17 @@ class PPORewardFn:
         actions: ``env``: the actions the env received (``rollout.env_actions``, clipped or squashed for Box
             spaces, as the vector-env wrapper sees them); ``policy``: the policy's raw samples (``rollout.actions``).
             Use whichever the segments were cut from.
+        world: under ``torchrun``, the ranks whose rollouts share the reward's running scale: after each rollout
+            the statistics are merged over the ranks and this rank's rewards rescaled by them, so that every rank
+            optimizes the same reward (one process: the scale of its own rollouts).
     """
 
-    def __init__(self, learned_reward: LearnedReward, actions: Literal["env", "policy"] = "env") -> None:
+    def __init__(
+        self, learned_reward: LearnedReward, actions: Literal["env", "policy"] = "env", world: World = SINGLE
+    ) -> None:
         self.learned_reward = learned_reward
         self.actions = actions
+        self.world = world
         self._context: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._last_done: np.ndarray | None = None
 
@@ -173,16 +180,23 @@ class PPORewardFn:
             actions = np.concatenate([self._context[1], actions])
             starts = np.concatenate([self._context[2], starts])
             context_steps = len(self._context[0])
+        synced = self.learned_reward.stats.state_dict() if self.world.size > 1 else None
         rewards = self.learned_reward(obs, actions, episode_starts=starts, context_steps=context_steps)
+        if synced is not None:  # rescale by the statistics of every rank's steps
+            local = self.learned_reward.scale
+            self.world.merge_stats_(self.learned_reward.stats, synced)
+            rewards = (rewards * (local / self.learned_reward.scale)).astype(np.float32)
         keep = self.learned_reward.model.context_length - 1
         self._context = (obs[-keep:], actions[-keep:], starts[-keep:]) if keep > 0 else None
         self._last_done = done[-1].copy()
         return rewards
 
 
-def as_ppo_reward_fn(learned_reward: LearnedReward, actions: Literal["env", "policy"] = "env") -> PPORewardFn:
+def as_ppo_reward_fn(
+    learned_reward: LearnedReward, actions: Literal["env", "policy"] = "env", world: World = SINGLE
+) -> PPORewardFn:
     """A function of a ``baselines.ppo.Rollout`` returning ``(T, N)`` learned rewards (see :class:`PPORewardFn`)."""
-    return PPORewardFn(learned_reward, actions)
+    return PPORewardFn(learned_reward, actions, world)
 
 
 class LearnedRewardVecEnv(gym.vector.VectorWrapper):
