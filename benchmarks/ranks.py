@@ -4,9 +4,11 @@
 total env count. Target (issue 16), on this 2-core machine: at least 1.6x the env steps per second of one rank, and
 the same learning: CartPole-v1 >= 475 at 100k total steps on 5 of 5 seeds. The runs go one at a time (two ranks take
 both cores), alternating which goes first per seed so that both meet the same machine load; one thread per rank
-(torchrun sets ``OMP_NUM_THREADS=1``; ``--torch-threads`` is 1 by default). The ratio is of ``steps_per_second`` in
-``summary.json``: rank 0's wall clock from the first rollout to the end, with the one final evaluation
-(``--eval-every 0``: rank 0 alone evaluates while the others wait) and without torchrun's start-up, printed apart.
+(torchrun sets ``OMP_NUM_THREADS=1``; ``--torch-threads`` is 1 by default). The ratio is of the training loop's env
+steps per second: rank 0's last ``charts/SPS`` (from the first rollout to the last update), without the one final
+evaluation (``--eval-every 0``; rank 0 alone evaluates) and without torchrun's start-up, both printed apart.
+``--ppo-flags`` changes the env's row (more envs, larger minibatches: where each rank's share of the work outweighs
+an all-reduce, about 0.4 ms here).
 
 ``--part reward``: reward-model training (an MLP ensemble of 3, ``rlhf.reward.train_reward_model``) on the same
 labels in one process and over two gloo ranks: a synthetic preference task with a known reward (random 8-wide step
@@ -40,9 +42,12 @@ TARGET_SPEEDUP = 1.6
 
 
 # ------------------------------------------------------------------------------------------------------ PPO
-def run_ppo(ranks: int, env: str, seed: int, total_steps: int | None, out: Path) -> tuple[dict[str, Any], float]:
-    """One training run with ``ranks`` processes; its summary.json and the command's wall seconds."""
-    flags = ["ppo", "--env", env, "--seed", str(seed), "--out", str(out), "--eval-every", "0"]
+def run_ppo(
+    ranks: int, env: str, seed: int, total_steps: int | None, out: Path, extra: Sequence[str] = ()
+) -> tuple[dict[str, Any], float]:
+    """One training run with ``ranks`` processes; its summary.json, with ``train_steps_per_second`` (the last
+    ``charts/SPS`` of metrics.jsonl: the training loop without the final evaluation), and the command's seconds."""
+    flags = ["ppo", "--env", env, "--seed", str(seed), "--out", str(out), "--eval-every", "0", *extra]
     flags += [] if total_steps is None else ["--total-steps", str(total_steps)]
     launcher = [sys.executable, "-m", "rlhf"]
     if ranks > 1:
@@ -54,7 +59,10 @@ def run_ppo(ranks: int, env: str, seed: int, total_steps: int | None, out: Path)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(launcher + flags)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads((out / "summary.json").read_text()), wall
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    summary["train_steps_per_second"] = [row["charts/SPS"] for row in rows if "charts/SPS" in row][-1]
+    return summary, wall
 
 
 def ppo_part(args: argparse.Namespace) -> None:
@@ -62,13 +70,16 @@ def ppo_part(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ranks-ppo-") as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for ranks in (1, args.ranks) if seed % 2 == 0 else (args.ranks, 1):
-                summary, wall = run_ppo(ranks, args.env, seed, args.total_steps, Path(tmp) / f"{ranks}-{seed}")
+                out = Path(tmp) / f"{ranks}-{seed}"
+                summary, wall = run_ppo(ranks, args.env, seed, args.total_steps, out, args.ppo_flags.split())
                 rows[ranks].append((summary, wall))
                 print(f"{args.env} seed {seed}, {ranks} rank(s): return {summary['eval_return_mean']:.1f}, "
-                      f"{summary['steps_per_second']:.0f} steps/s, {wall:.1f} s with start-up", flush=True)  # fmt: skip
-    speeds = {ranks: statistics.median(s["steps_per_second"] for s, _ in runs) for ranks, runs in rows.items()}
-    print(f"\n{args.env}, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} (commit {_commit()})")
-    print("ranks | returns | median steps/s | median wall s (with start-up)")
+                      f"{summary['train_steps_per_second']:.0f} steps/s training ({summary['steps_per_second']:.0f} "
+                      f"with the final evaluation), {wall:.1f} s with start-up", flush=True)  # fmt: skip
+    speeds = {ranks: statistics.median(s["train_steps_per_second"] for s, _ in runs) for ranks, runs in rows.items()}
+    print(f"\n{args.env} {args.ppo_flags}, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
+          f"(commit {_commit()})")  # fmt: skip
+    print("ranks | returns | median training steps/s | median wall s (with start-up)")
     for ranks, runs in rows.items():
         returns = ", ".join(f"{s['eval_return_mean']:.1f}" for s, _ in runs)
         print(f"{ranks} | {returns} | {speeds[ranks]:.0f} | {statistics.median(w for _, w in runs):.1f}")
@@ -182,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--total-steps", type=int, default=None, help="--part ppo (default: the env's PPO row)")
+    parser.add_argument("--ppo-flags", default="", help="--part ppo: more rlhf ppo flags, e.g. '--num-envs 256'")
     parser.add_argument("--pairs", type=int, default=2000, help="--part reward: labels per seed")
     parser.add_argument("--epochs", type=int, default=30, help="--part reward: most epochs (early stopping)")
     args = parser.parse_args(argv)
