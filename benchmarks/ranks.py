@@ -138,12 +138,14 @@ def train_reward(seed: int, pairs: int, epochs: int) -> dict[str, Any]:
 def _reward_rank(rank: int, size: int, port: int, seed: int, pairs: int, epochs: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
                       LOCAL_RANK=str(rank))  # fmt: skip
-    from baselines.common.distributed import close_world
+    from baselines.common.distributed import close_world, finish_world
 
     try:
         Path(out, f"rank{rank}.json").write_text(json.dumps(train_reward(seed, pairs, epochs)))
-    finally:
+    except BaseException:
         close_world()
+        raise
+    finish_world()
 
 
 def reward_part(args: argparse.Namespace) -> None:

@@ -265,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command, config = parse(args)
         summary = load(command)[1](config)
+        if "baselines.common.distributed" in sys.modules:  # under torchrun: every rank ends together
+            from baselines.common.distributed import finish_world
+
+            finish_world()
     except ConfigError as error:
         print(f"rlhf {command}: error: {error}", file=sys.stderr)
         return 2

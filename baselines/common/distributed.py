@@ -145,3 +145,13 @@ def close_world() -> None:
     """Tear the process group down (a no-op outside ``torchrun``)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish_world() -> None:
+    """The end of a command under ``torchrun``: wait until every rank is done (rank 0 writes its run folder last),
+    then tear the process group down together. A rank that exits while another still holds gloo's connections
+    can bring that one down with it."""
+    if dist.is_available() and dist.is_initialized():
+        with _collective("barrier"):
+            dist.barrier()
+        dist.destroy_process_group()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch.multiprocessing as mp
 
-from baselines.common.distributed import close_world, init_world
+from baselines.common.distributed import close_world, finish_world, init_world
 from baselines.common.errors import ConfigError, RankLost
 from baselines.common.normalization import RunningMeanStd
 from baselines.ppo import PPOConfig, collect_rollout, init_ppo, ppo_update, rank_share
@@ -35,8 +35,10 @@ def _as_rank(rank: int, size: int, port: int, work: Callable[..., None], *args: 
                       LOCAL_RANK=str(rank), RLHF_DIST_TIMEOUT="60", WANDB_MODE="disabled")  # fmt: skip
     try:
         work(rank, *args)
-    finally:
+    except BaseException:
         close_world()
+        raise
+    finish_world()  # every rank done before any tears its connections down
 
 
 def run_ranks(work: Callable[..., None], *args: Any, size: int = 2, timeout: float = 300) -> list[int | None]:
@@ -115,6 +117,7 @@ def _die_after_one_update(rank: int, out: Path) -> None:
             ppo_update(state, collect_rollout(state))
     except RankLost as error:
         (out / "lost.txt").write_text(f"{time.perf_counter() - started:.1f}\n{error}")
+        close_world()  # no barrier to wait at: the other rank is gone
 
 
 @pytest.mark.slow
