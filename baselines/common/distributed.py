@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -53,14 +52,6 @@ class World:
         if self.size > 1:
             self.all_reduce_sum_(tensor)
             tensor.div_(self.size)
-
-    def mean(self, values: np.ndarray) -> np.ndarray:
-        """The mean of ``values`` (a float array) over the ranks: every rank gets the same numbers."""
-        if self.size == 1:
-            return values
-        tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
-        self.all_reduce_mean_(tensor)
-        return tensor.numpy().astype(values.dtype)
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> None:
         """Copy rank ``src``'s ``tensor`` into every rank's, in place."""
