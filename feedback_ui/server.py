@@ -8,7 +8,9 @@ pairs in the queue. The listening socket is bound before the app starts, so "por
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import json
 import logging
 import os
@@ -29,7 +31,9 @@ from typing import Any, Literal
 import tyro
 import uvicorn
 from pydantic import SecretStr, ValidationError
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from baselines.common.config import flag
 from baselines.common.errors import ConfigError
@@ -57,6 +61,9 @@ class ServeConfig:
     """TCP port (0: any free port)."""
     db_url: str | None = None
     """SQLAlchemy URL of the preference store (default sqlite:///WORKSPACE/prefs.sqlite)."""
+    workers: int = 1
+    """Server processes sharing the port (more than 1 needs a PostgreSQL --db-url); a worker that dies is
+    replaced."""
     media_dir: Path | None = None
     """Folder of the rendered clips (default WORKSPACE/clips)."""
     task: str | None = None
@@ -267,14 +274,53 @@ def bounded_http(max_head_bytes: int) -> type[HttpToolsProtocol]:
     return BoundedHttpToolsProtocol
 
 
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's configuration for one of several server processes (``--workers N``).
+
+    uvicorn's supervisor pickles it to each worker it spawns (and to the replacement of a worker that died); the
+    worker builds its own app, store connections and protocol class from ``settings`` when it loads, so nothing
+    that cannot cross a process boundary is made in the supervisor.
+    """
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__("feedback_ui.app:create_app", factory=True, **options)
+        self.settings = settings
+
+    def load(self) -> None:
+        _die_with_parent()
+        self.app = functools.partial(create_app, self.settings)
+        self.http = bounded_http(self.settings.max_header_bytes)
+        try:
+            super().load()
+        except ConfigError as error:  # the store went away since the supervisor checked it: do not restart
+            logging.getLogger("uvicorn.error").error("feedback_ui: error: %s", error)
+            sys.exit(STARTUP_FAILURE)
+        redact_tokens_in_access_log()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this worker when its supervisor dies, even of SIGKILL (no orphan keeps serving
+    the port); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the supervisor died before the request took effect
+        sys.exit(0)
+
+
 @dataclass
 class PreparedServer:
-    """A bound socket and a checked app, ready to run."""
+    """A bound socket and a checked app, ready to run (in this process, or in ``workers`` processes)."""
 
     server: uvicorn.Server
     sock: socket.socket
     settings: Settings
     service: LabelingService
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -285,11 +331,17 @@ class PreparedServer:
         server_file = self.settings.workspace / SERVER_FILE if self.settings.workspace is not None else None
         in_main_thread = threading.current_thread() is threading.main_thread()
         # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit lets `finally` clean up.
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+        # Several workers: uvicorn's supervisor handles the signals, stopping its workers gracefully.
+        previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+        if in_main_thread and self.workers == 1:
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             if server_file is not None:
                 server_file.write_text(json.dumps({"url": self.url, "pid": os.getpid()}) + "\n")
-            self.server.run(sockets=[self.sock])
+            if self.workers > 1:
+                Multiprocess(self.server.config, sockets=[self.sock]).run()
+            else:
+                self.server.run(sockets=[self.sock])
         finally:
             self.sock.close()
             if server_file is not None and _written_by_this_process(server_file):
@@ -316,6 +368,7 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
     _check_workspace(config.workspace, config.db_url)
     if not 0 <= config.port <= 65_535:
         raise ConfigError(f"--port must be 0-65535, not {config.port}")
+    _check_workers(config.workers, config.db_url)
     sock = bind_socket(config.host, config.port)
     try:
         settings = make_settings(config, port=int(sock.getsockname()[1]))
@@ -332,15 +385,30 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
     except BaseException:
         sock.close()
         raise
-    uvicorn_config = uvicorn.Config(
-        app,
-        http=bounded_http(settings.max_header_bytes),
-        log_level=config.log_level,
-        access_log=config.log_level in ("info", "debug"),
-        timeout_graceful_shutdown=5,
-    )
+    options: dict[str, Any] = {
+        "log_level": config.log_level,
+        "access_log": config.log_level in ("info", "debug"),
+        "timeout_graceful_shutdown": 5,
+    }
+    uvicorn_config: uvicorn.Config
+    if config.workers > 1:
+        service.close()  # checked; each worker opens its own connections
+        uvicorn_config = WorkerConfig(settings, workers=config.workers, **options)
+    else:
+        uvicorn_config = uvicorn.Config(app, http=bounded_http(settings.max_header_bytes), **options)
     redact_tokens_in_access_log()  # after uvicorn.Config, which configures its loggers
-    return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service)
+    return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service, workers=config.workers)
+
+
+def _check_workers(workers: int, db_url: str | None) -> None:
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    if workers > 1 and not (db_url or "").startswith("postgresql"):
+        raise ConfigError(
+            f"--workers {workers} needs a PostgreSQL store (--db-url postgresql+psycopg://USER@HOST/DB): on SQLite one "
+            "server process, which commits the labels of many requests together, is faster than several taking "
+            "turns at the file's lock"
+        )
 
 
 def run_serve(config: ServeConfig) -> dict[str, Any]:
@@ -350,7 +418,8 @@ def run_serve(config: ServeConfig) -> dict[str, Any]:
     if config.announce == "json":
         print(json.dumps({"event": "listening", "url": prepared.url, "pid": os.getpid()}), flush=True)
     else:
-        print(f"Labeling service: {prepared.url}", flush=True)
+        processes = f" ({config.workers} server processes)" if config.workers > 1 else ""
+        print(f"Labeling service: {prepared.url}{processes}", flush=True)
         print(f"Admin page:       {admin_url(prepared.url, token)}", flush=True)
         print(f"Add a labeler:    rlhf labelers-add NAME --workspace {config.workspace}", flush=True)
     prepared.run()
@@ -462,6 +531,20 @@ class ServerHandle:
     def pid(self) -> int:
         return self.process.pid if self.process is not None else os.getpid()
 
+    def worker_pids(self) -> list[int]:
+        """The processes serving requests: with ``workers > 1`` the supervisor's workers (Linux; read from /proc),
+        else the server process itself."""
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return [self.pid]
+        workers = []
+        for child in map(int, children):
+            with contextlib.suppress(OSError):
+                if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes():  # not its resource tracker
+                    workers.append(child)
+        return workers or [self.pid]
+
     def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful stop (SIGTERM for a subprocess), then SIGKILL after ``timeout_s``. Idempotent."""
         if self.process is not None and self.process.poll() is None:
@@ -527,6 +610,8 @@ def start_server_in_background(
         ConfigError: the same startup checks as ``rlhf serve`` (the child's message is passed on).
     """
     config = ServeConfig(workspace=Path(workspace), host=host, port=port, announce="json", **options)
+    if mode == "thread" and config.workers > 1:
+        raise ConfigError("several server processes (workers > 1) need mode='process'")
     if mode == "thread":
         prepared = prepare_server(config)
         thread = threading.Thread(target=prepared.run, name="feedback-ui", daemon=True)

@@ -62,8 +62,11 @@ def build_workspace(
     labels_wanted: int = 1,
     clips: bool = True,
     seed: int = 0,
+    db_url: str | None = None,
 ) -> PreferenceStore:
     """Create ``path`` with ``prefs.sqlite`` (bound to ``env_id``), ``clips/`` and ``queries`` queued pairs.
+
+    ``db_url`` puts the store in another database (an empty one, e.g. PostgreSQL) instead of ``prefs.sqlite``.
 
     Pairs are drawn uniformly (with repeats once the distinct pairs run out); which segment is shown left is drawn
     per query. Returns the open store (close it when done).
@@ -76,7 +79,7 @@ def build_workspace(
     # MuJoCo clips are drawn from the observations afterwards (rlhf.render.mujoco_frames), as the loop draws them.
     mujoco = env_id in MUJOCO_VIEWS
     collected = collect_segments(env_id, segments, segment_length, seed, frames=clips and not mujoco)
-    store = PreferenceStore(folder / "prefs.sqlite")
+    store = PreferenceStore(db_url or folder / "prefs.sqlite")
     env = gym.make(env_id)
     try:
         obs_shape = tuple(env.observation_space.shape or ())

@@ -82,7 +82,15 @@ HELD_QUERY = (
     .order_by(*SERVING_ORDER)
     .limit(1)
 )
-FREE_QUERY = select(_q.c.id).where(_WANTED_BY_LABELER, _LEASE_FREE).order_by(*SERVING_ORDER).limit(1)
+# PostgreSQL: SKIP LOCKED, so that concurrent callers each take a different row instead of all reading the first
+# and all but one losing the claim (SQLite, one writer at a time, has no such race and renders no FOR UPDATE).
+FREE_QUERY = (
+    select(_q.c.id)
+    .where(_WANTED_BY_LABELER, _LEASE_FREE)
+    .order_by(*SERVING_ORDER)
+    .limit(1)
+    .with_for_update(skip_locked=True, of=_q)
+)
 # Optimistic claim: only succeeds if nobody leased the row since it was read.
 CLAIM_QUERY = (
     update(_q)

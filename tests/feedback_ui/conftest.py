@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, sync_playwright
+from sqlalchemy import create_engine
 
 from feedback_ui.app import create_app
 from feedback_ui.settings import Settings
 from rlhf.sample_workspace import add_random_queries, build_workspace
 from rlhf.store import PreferenceStore
+from rlhf.store.schema import metadata
 
 ADMIN_TOKEN = "admin-token-for-tests"
+POSTGRES_URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "")
+"""A PostgreSQL database the tests may wipe (set by .ci/run); the PostgreSQL tests skip without it."""
 SEGMENT_LENGTH = 25
 
 
@@ -49,6 +53,22 @@ def store(workspace: Path) -> Iterator[PreferenceStore]:
 def queue_pairs(store: PreferenceStore, count: int, labels_wanted: int = 1, seed: int = 0) -> list[int]:
     """Queue ``count`` random pairs of the workspace's segments."""
     return add_random_queries(store, store.segment_ids(), count, np.random.default_rng(seed), labels_wanted)
+
+
+def postgres_copy(workspace: Path) -> str:
+    """A fresh PostgreSQL store (tables dropped) holding the workspace's segments and clip paths."""
+    engine = create_engine(POSTGRES_URL)
+    metadata.drop_all(engine)
+    engine.dispose()
+    with PreferenceStore(workspace / "prefs.sqlite") as source, PreferenceStore(POSTGRES_URL) as target:
+        binding = source.env()
+        assert binding is not None
+        target.bind_env(binding.env_id, binding.obs_shape, binding.action_spec, binding.segment_length)
+        segment_ids = source.segment_ids()
+        target.add_segments(source.get_segments(segment_ids))
+        for segment_id in segment_ids:
+            target.set_clip_path(segment_id, source.get_clip_path(segment_id))
+    return POSTGRES_URL
 
 
 def make_settings(workspace: Path, **overrides: object) -> Settings:

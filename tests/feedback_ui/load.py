@@ -38,8 +38,12 @@ def label_concurrently(
     labels_each: int | None,
     stop: threading.Event | None = None,
     timeout_s: float = 120.0,
+    retries: int = 0,
 ) -> LoadResult:
     """Every labeler (name -> token) on its own thread and connection labels ``labels_each`` pairs.
+
+    A request whose connection breaks is sent again up to ``retries`` times on a new connection (a label with the
+    same idempotency key), as the page does; past that the labeler stops, its answer recorded as unanswered.
 
     With ``labels_each=None`` each labeler goes on until the queue holds nothing it may answer. With k labels per
     pair that is the way to have the queue emptied: fixed quotas can end with the last open pair wanting a label only
@@ -57,7 +61,7 @@ def label_concurrently(
                 if time.monotonic() > deadline or (stop and stop.is_set()):
                     return
                 try:
-                    pair = client.get("/api/queries/next")
+                    pair = _send(client, "GET", "/api/queries/next", None, retries)
                 except httpx.TransportError:
                     return  # the server is gone
                 if pair.status_code != 200:
@@ -74,7 +78,7 @@ def label_concurrently(
                 key = uuid.uuid4().hex
                 body = {"query_id": query_id, "side": side, "seconds_taken": 0.5, "idempotency_key": key}
                 try:
-                    answer = client.post("/api/labels", json=body)
+                    answer = _send(client, "POST", "/api/labels", body, retries)
                 except httpx.TransportError:
                     with lock:
                         result.unanswered.append((token, query_id, side, key))
@@ -93,3 +97,14 @@ def label_concurrently(
         for future in futures:
             future.result()
     return result
+
+
+def _send(client: httpx.Client, method: str, path: str, body: dict[str, object] | None, retries: int) -> httpx.Response:
+    for attempt in range(retries + 1):
+        try:
+            return client.request(method, path, json=body)
+        except httpx.TransportError:
+            if attempt == retries:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")

@@ -3,7 +3,6 @@ and refused or late answers that cost the same on a store of 20k labels as on an
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import threading
@@ -18,13 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 
 from feedback_ui.app import create_app
 from feedback_ui.server import start_server_in_background
 from rlhf.store import PreferenceStore
-from rlhf.store.schema import metadata
-from tests.feedback_ui.conftest import bearer, make_settings, queue_pairs
+from tests.feedback_ui.conftest import POSTGRES_URL, bearer, make_settings, postgres_copy, queue_pairs
 from tests.feedback_ui.load import LoadResult, label_concurrently
 
 
@@ -232,24 +230,6 @@ def test_refused_and_late_answers_cost_the_same_on_a_large_store(workspace_templ
 
 # --------------------------------------------------------------------------------------------- two servers
 
-POSTGRES_URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "")
-
-
-def _postgres_copy(workspace: Path) -> str:
-    """A fresh PostgreSQL store (tables dropped) holding the workspace's segments and clip paths."""
-    engine = create_engine(POSTGRES_URL)
-    metadata.drop_all(engine)
-    engine.dispose()
-    with PreferenceStore(workspace / "prefs.sqlite") as source, PreferenceStore(POSTGRES_URL) as target:
-        binding = source.env()
-        assert binding is not None
-        target.bind_env(binding.env_id, binding.obs_shape, binding.action_spec, binding.segment_length)
-        segment_ids = source.segment_ids()
-        target.add_segments(source.get_segments(segment_ids))
-        for segment_id in segment_ids:
-            target.set_clip_path(segment_id, source.get_clip_path(segment_id))
-    return POSTGRES_URL
-
 
 def _at_once(query_id: int, clients: dict[str, httpx.Client]) -> list[tuple[str, int, str]]:
     """Each client answers ``query_id`` on its own thread, released together: (name, status, detail), sorted."""
@@ -283,7 +263,7 @@ def test_two_server_processes_never_store_more_labels_than_a_pair_wants(workspac
     """Alice is served pairs by one server and answers and undoes them on another, so the first server's lease
     cache holds stale leases; bob, served by the second server, answers at the same moment as alice. Whatever the
     caches say, each pair gets one label and the other answer a 409."""
-    db_url = _postgres_copy(workspace) if database == "postgresql" else str(workspace / "prefs.sqlite")
+    db_url = postgres_copy(workspace) if database == "postgresql" else str(workspace / "prefs.sqlite")
     with PreferenceStore(db_url) as store:
         queue_pairs(store, 8)
         _, alice = store.add_labeler("alice")
