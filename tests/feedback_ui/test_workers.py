@@ -156,3 +156,25 @@ def test_the_workers_end_with_their_supervisor(workspace: Path, stop: signal.Sig
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@NEEDS_POSTGRES
+def test_the_workers_redact_tokens_in_their_access_logs(workspace: Path) -> None:
+    db_url = postgres_copy(workspace)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "rlhf", "serve", "--workspace", str(workspace), "--port", str(port)]
+    command += ["--workers", "2", "--db-url", db_url, "--log-level", "info"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert _wait_for(lambda: not _port_refuses(url), 60)
+        for _ in range(4):
+            assert httpx.get(f"{url}/api/health?token=secret-token-123", timeout=30).status_code == 200
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert output.count("GET /api/health?token=[redacted]") == 4, output
+    assert "secret-token-123" not in output
