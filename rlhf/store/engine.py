@@ -6,6 +6,11 @@ acknowledged label survives a process crash *and* a power loss (``NORMAL`` only 
 transactions start with ``BEGIN IMMEDIATE``: the writer lock is taken up front and waited for with ``busy_timeout``,
 so a read-then-write never fails halfway with ``SQLITE_BUSY``; reads use deferred transactions and never block
 writers (WAL).
+
+A server database's pooled connection is checked (one round trip) only when it comes back to work after more than
+:data:`PING_AFTER_IDLE_S` idle, not on every checkout: under load the check would be one of the few round trips a
+label costs, and a connection that was in use a moment ago is alive. A connection that breaks anyway (the server
+restarted within that second) fails its one statement; SQLAlchemy then replaces the whole pool.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Literal
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from baselines.common.errors import ConfigError
@@ -29,6 +34,8 @@ from rlhf.store.records import StoreError
 
 Synchronous = Literal["FULL", "NORMAL"]
 _WRITE_OPTION = "rlhf_write_transaction"
+PING_AFTER_IDLE_S = 1.0
+"""A server database's pooled connection idle longer than this is pinged before it is used again."""
 
 
 def _sqlite_url(url_or_path: str | os.PathLike[str]) -> str:
@@ -72,7 +79,9 @@ def open_engine(url: URL, busy_timeout_s: float, synchronous: Synchronous) -> En
         raise ConfigError(f"sqlite_synchronous must be FULL or NORMAL, not {synchronous!r}")
     try:
         if url.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url)
+            _ping_when_idle(engine)
+            return engine
         database = url.database
         if not database or database == ":memory:":
             # One shared connection, otherwise each connection would see its own empty in-memory database.
@@ -132,6 +141,27 @@ def _enter_wal(cursor: Any, busy_timeout_s: float) -> None:
         delay_s = min(2 * delay_s, 0.05)
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use when it has been idle for more than :data:`PING_AFTER_IDLE_S` (a dead
+    one is replaced by a new one, as ``pool_pre_ping`` does on every checkout)."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["rlhf_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("rlhf_idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # the pool discards this connection and checks out another
+            raise DisconnectionError(f"a pooled connection is dead: {error}") from error
+        if not alive:
+            raise DisconnectionError("a pooled connection is dead")
+
+
 class Transactions:
     """Transactions on one engine: one per call, or, inside :meth:`batch` on this thread, savepoints of the
     batch's one transaction."""
@@ -165,6 +195,13 @@ class Transactions:
                 conn.execution_options(**{_WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection on which each statement commits on its own, with no BEGIN and COMMIT round trips (for a
+        call that is one statement)."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
     @contextmanager
     def batch(self) -> Iterator[None]:

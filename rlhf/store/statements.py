@@ -91,6 +91,42 @@ FREE_QUERY = (
     .limit(1)
     .with_for_update(skip_locked=True, of=_q)
 )
+
+# PostgreSQL: the pair a labeler holds, else the first free one, leased in one statement (one round trip, run in
+# autocommit). The free row is taken with SKIP LOCKED; the claim re-checks it under the row lock.
+_held, _free = queries_table.alias("held"), queries_table.alias("free")
+
+
+def _servable_to_labeler(query: NamedFromClause) -> ColumnElement[bool]:
+    """SQL predicate on an alias of the queries table: it still wants labels, not from this labeler."""
+    is_open = and_(query.c.labels_done < query.c.labels_wanted, query.c.closed_at.is_(None))  # the open index's
+    return and_(is_open, ~answered_by(query, _P_LABELER))
+
+
+_HELD_ID = (
+    select(_held.c.id)
+    .where(_held.c.lease_labeler == _P_LABELER, _held.c.lease_expires_at > _P_NOW, _servable_to_labeler(_held))
+    .order_by(_held.c.priority.desc(), _held.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_FREE_ID = (
+    select(_free.c.id)
+    .where(
+        _servable_to_labeler(_free),
+        or_(_free.c.lease_labeler.is_(None), _free.c.lease_expires_at <= _P_NOW, _free.c.lease_labeler == _P_LABELER),
+    )
+    .order_by(_free.c.priority.desc(), _free.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, of=_free)
+    .scalar_subquery()
+)
+LEASE_NEXT = (
+    update(_q)
+    .where(_q.c.id == func.coalesce(_HELD_ID, _FREE_ID), _WANTED_BY_LABELER, _LEASE_FREE)
+    .values(lease_labeler=_P_LABELER, lease_expires_at=bindparam("p_until"))
+    .returning(*_q.c)
+)
 # Optimistic claim: only succeeds if nobody leased the row since it was read.
 CLAIM_QUERY = (
     update(_q)
@@ -110,6 +146,15 @@ LABEL_BY_KEY = select(labels_table).where(
 ANSWER_OF_LABELER = select(_own.c.id).where(
     _own.c.query_id == _P_QUERY, _own.c.labeler_id == _P_LABELER, is_effective(_own, _own_voider)
 )
+# What the answer's checks read once the row is locked, in one statement: the label this labeler stored under the
+# idempotency key, and this labeler's effective answer to the query (each None when there is none).
+ANSWER_CHECKS = select(
+    select(labels_table.c.id)
+    .where(labels_table.c.labeler_id == _P_LABELER, labels_table.c.idempotency_key == bindparam("p_key"))
+    .scalar_subquery()
+    .label("keyed"),
+    ANSWER_OF_LABELER.limit(1).scalar_subquery().label("answered"),
+)
 INSERT_LABEL = insert(labels_table).returning(*labels_table.c)
 # An answer counts for its query and ends the answering labeler's lease on it; never past labels_wanted.
 COUNT_ANSWER = (
@@ -120,6 +165,18 @@ COUNT_ANSWER = (
         lease_labeler=case((_q.c.lease_labeler == _P_LABELER, None), else_=_q.c.lease_labeler),
         lease_expires_at=case((_q.c.lease_labeler == _P_LABELER, None), else_=_q.c.lease_expires_at),
     )
+)
+# PostgreSQL: count the answer and insert it in one statement (a data-modifying CTE); no row back means the count
+# found the query full.
+_counted = COUNT_ANSWER.returning(_q.c.id).cte("counted")
+_LABEL_VALUES = ("labeler_id", "choice", "seconds_taken", "created_at", "idempotency_key", "supersedes")
+COUNT_AND_INSERT_LABEL = (
+    insert(labels_table)
+    .from_select(
+        ["query_id", *_LABEL_VALUES],
+        select(_counted.c.id, *(bindparam(f"v_{name}", type_=labels_table.c[name].type) for name in _LABEL_VALUES)),
+    )
+    .returning(*labels_table.c)
 )
 UNCOUNT_ANSWER = update(_q).where(_q.c.id == _P_QUERY).values(labels_done=_q.c.labels_done - 1)
 LABELER_BY_ID = select(labelers_table).where(labelers_table.c.id == _P_LABELER)
@@ -366,25 +423,22 @@ def insert_answer(
     locked = conn.execute(LOCK_QUERY, params).first()
     if locked is None:
         raise UnknownQueryError(f"unknown query id {query_id} in the store at {where}")
-    if key is not None:
-        previous = label_by_key(conn, labeler_id, key)
-        if previous is not None:
-            if previous.query_id != query_id or previous.choice != choice:
-                raise IdempotencyConflictError(
-                    f"idempotency key {key!r} was already used by labeler {labeler_id} for another request "
-                    f"(query {previous.query_id}, choice {previous.choice})"
-                )
-            return previous
-    answered = conn.execute(ANSWER_OF_LABELER, params).first()
-    if answered is not None:
+    # Read after the lock is held (a statement of its own, so it sees what the answer before it committed).
+    checks = conn.execute(ANSWER_CHECKS, {**params, "p_key": key}).one()
+    if checks.keyed is not None:
+        previous = label_by_id(conn, int(checks.keyed))
+        if previous.query_id != query_id or previous.choice != choice:
+            raise IdempotencyConflictError(
+                f"idempotency key {key!r} was already used by labeler {labeler_id} for another request "
+                f"(query {previous.query_id}, choice {previous.choice})"
+            )
+        return previous
+    if checks.answered is not None:
         raise AlreadyLabeledError(
-            f"labeler {labeler_id} already answered query {query_id} (label {answered.id}); undo it to change it"
+            f"labeler {labeler_id} already answered query {query_id} (label {checks.answered}); undo it to change it"
         )
     check_open(locked, query_id, labeler_id, now, require_lease)
-    if conn.execute(COUNT_ANSWER, params).rowcount != 1:  # the row is locked: only a bug gets here
-        raise PairUnavailableError(f"query {query_id} already has the labels it wants", "full")
-    row = {
-        "query_id": query_id,
+    values = {
         "labeler_id": labeler_id,
         "choice": choice,
         "seconds_taken": float(seconds_taken),
@@ -392,7 +446,14 @@ def insert_answer(
         "idempotency_key": key,
         "supersedes": None,
     }
-    return label_from_row(conn.execute(INSERT_LABEL, row).one())
+    if conn.dialect.name == "postgresql":
+        inserted = conn.execute(COUNT_AND_INSERT_LABEL, {**params, **{f"v_{k}": v for k, v in values.items()}}).first()
+        if inserted is None:  # the row is locked: only a bug gets here
+            raise PairUnavailableError(f"query {query_id} already has the labels it wants", "full")
+        return label_from_row(inserted)
+    if conn.execute(COUNT_ANSWER, params).rowcount != 1:  # the row is locked: only a bug gets here
+        raise PairUnavailableError(f"query {query_id} already has the labels it wants", "full")
+    return label_from_row(conn.execute(INSERT_LABEL, {"query_id": query_id, **values}).one())
 
 
 def check_open(locked: Row[*tuple[Any, ...]], query_id: int, labeler_id: int, now: float, require_lease: bool) -> None:

@@ -396,6 +396,15 @@ class PreferenceStore(LabelerQualityMethods):
         """
         if not lease_seconds > 0:
             raise StoreError(f"lease_seconds must be positive, not {lease_seconds}")
+        if self._engine.dialect.name == "postgresql":
+            now = self._clock()
+            params = {"p_labeler": labeler_id, "p_now": now, "p_until": now + float(lease_seconds)}
+            with self._transaction.autocommit() as conn:
+                self._check_labeler(conn, labeler_id)
+                claimed = conn.execute(sql.LEASE_NEXT, params).first()
+            if claimed is not None:
+                return sql.query_from_row(claimed)
+            # Nothing to serve, or the claim's re-check found the row taken: the statements below tell which.
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             with self._transaction(write=True) as conn:
                 self._check_labeler(conn, labeler_id)

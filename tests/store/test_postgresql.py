@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from feedback_ui.writer import StoreWriter
 from rlhf.store import AlreadyLabeledError, LabelerQuality, LoopStatus, PreferenceStore
+from rlhf.store import engine as engine_module
 from rlhf.store.schema import metadata
 from tests.store import scenarios
 
@@ -137,3 +139,41 @@ def test_a_bulk_load_of_queries_leaves_the_planner_fresh_statistics(url: str) ->
     finally:
         engine.dispose()
     assert rows == 3000
+
+
+def _drop_other_connections(url: str) -> None:
+    """What a restart of the database server does to the store's pooled connections."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_after_an_idle_moment(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with scenarios.open_bound(url) as store:
+        store.add_labeler("alice")
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as after a pause
+        _drop_other_connections(url)
+        assert store.label_counts() == {"alice": 0}  # checked, found dead, replaced: the call never sees it
+
+
+def test_a_connection_dropped_while_in_use_fails_one_call_and_the_pool_is_renewed(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with scenarios.open_bound(url) as store:
+        store.add_labeler("alice")
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 3600.0)  # no check: as under load
+        _drop_other_connections(url)
+        with pytest.raises(OperationalError):
+            store.label_counts()
+        assert store.label_counts() == {"alice": 0}
