@@ -430,10 +430,8 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     """
     world = init_world()  # gloo: the reward model trains on the CPU
     check(
-        world.size == 1
-        or (config.algo == "ppo" and not config.human and config.resume is None and config.device == "cpu"),
-        "rlhf run under torchrun takes --algo ppo, a simulated teacher and --device cpu, and starts afresh "
-        "(no --resume yet)",
+        world.size == 1 or (config.algo == "ppo" and not config.human and config.device == "cpu"),
+        "rlhf run under torchrun takes --algo ppo, a simulated teacher and --device cpu",
     )
     resuming = config.resume is not None
     if resuming:  # the labeling service's address may change; the experiment may not
@@ -446,14 +444,19 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     checkpoint = load_checkpoint(out / "checkpoint.pt") if resuming else None
     if checkpoint is None and world.is_main:
         RunFolder.check_new(out)
+    if checkpoint is not None:
+        ranks = int(checkpoint["ppo"].get("world_size", 1))
+        check(ranks == world.size, f"{out} ran on {ranks} ranks; resume it on as many (here {world.size})")
     ppo_cfg = dataclasses.replace(cfg.ppo(), out=out)
     state = init_ppo(rank_share(ppo_cfg, world), world=world) if world.size > 1 else cfg.learner.init(ppo_cfg)
+    if checkpoint is not None:
+        cfg.learner.load_state(state, checkpoint["ppo"])
     envs = state.envs
     action_space = envs.single_action_space
     obs_shape = tuple(envs.single_observation_space.shape or ())
     segment_length = cfg.resolved_segment_length
     if not world.is_main:
-        return _follow(cfg, state, world, obs_shape)
+        return _follow(cfg, state, world, obs_shape, checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     # Simulated labels need no power-loss durability; a person's labels (the labeling service) get FULL.
     store = PreferenceStore(out / "prefs.sqlite", sqlite_synchronous="FULL" if cfg.human else "NORMAL")
@@ -472,13 +475,7 @@ def run_rlhf(config: RLHFConfig, on_store_ready: Callable[[Path], None] | None =
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
     loop = LoopState()
     if checkpoint is not None:
-        ranks = int(checkpoint["ppo"].get("world_size", 1))
-        check(ranks == world.size, f"{out} ran on {ranks} ranks under torchrun; it cannot resume in one process")
-        cfg.learner.load_state(state, checkpoint["ppo"])
-        if (out / "reward_model").exists():  # else it was never trained: the fresh model is the saved state
-            model = load_reward_model(out / "reward_model")
-        learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
-        learned_reward.load_state_dict(checkpoint["learned_reward"])
+        model, learned_reward = _resumed_reward(out, checkpoint, model, obs_shape, action_space)
         loop = LoopState(**checkpoint["loop"])
         if label_filter is not None and loop.label_filter:
             label_filter.load_state_dict(loop.label_filter)
@@ -794,16 +791,37 @@ def _reward_learning(
 
 
 # ------------------------------------------------------------------------------------- the loop over ranks
-def _follow(cfg: RLHFConfig, state: PPOState, world: World, obs_shape: tuple[int, ...]) -> dict[str, Any]:
+def _resumed_reward(
+    out: Path, checkpoint: dict[str, Any], model: RewardModel, obs_shape: tuple[int, ...], action_space: Any
+) -> tuple[RewardModel, LearnedReward]:
+    """The reward model and learned reward a run saved (its fresh ``model`` if it never trained one)."""
+    if (out / "reward_model").exists():  # else it was never trained: the fresh model is the saved state
+        model = load_reward_model(out / "reward_model")
+    learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
+    learned_reward.load_state_dict(checkpoint["learned_reward"])
+    return model, learned_reward
+
+
+def _follow(
+    cfg: RLHFConfig,
+    state: PPOState,
+    world: World,
+    obs_shape: tuple[int, ...],
+    checkpoint: dict[str, Any] | None,
+) -> dict[str, Any]:
     """A rank other than 0 under ``torchrun``: step its envs on the learned reward, send its segments to rank 0
     (which stores them, asks for labels and decides when the reward model trains), train the reward model with
     the other ranks on rank 0's labels, and update the policy with them. Every collective here meets its twin in
-    ``run_rlhf``'s loop, in the same order; this rank writes nothing."""
+    ``run_rlhf``'s loop, in the same order; this rank writes nothing. Resumed, it reads the run folder rank 0
+    saved (the same folder, as a resumed ``rlhf ppo`` does): the policy, the reward model and its running scale."""
     action_space = state.envs.single_action_space
     model, trainer_cfg, label_filter, l2 = _reward_learning(cfg, obs_shape, action_space)
     learned_reward = LearnedReward(model, absorbing_features(int(np.prod(obs_shape)), action_space), action_space)
+    if checkpoint is not None:
+        assert cfg.out is not None
+        model, learned_reward = _resumed_reward(cfg.out, checkpoint, model, obs_shape, action_space)
     reward_fn = as_ppo_reward_fn(learned_reward, actions="env", world=world)
-    rng = np.random.default_rng([cfg.seed, 1, world.rank])
+    rng = np.random.default_rng([cfg.seed, 1, world.rank, *([state.global_step] if checkpoint is not None else [])])
     cutter = SegmentCutter(state.config.num_envs, cfg.resolved_segment_length, rng)
     try:
         while state.global_step < cfg.total_steps:
