@@ -33,6 +33,7 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import SIGNALS as SUPERVISOR_SIGNALS
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from baselines.common.config import flag
@@ -41,6 +42,7 @@ from feedback_ui.app import create_app
 from feedback_ui.service import LabelingService
 from feedback_ui.settings import Settings
 from rlhf.store import PreferenceStore, UnknownLabelerError
+from rlhf.store.engine import store_url
 
 STORE_FILE = "prefs.sqlite"
 ADMIN_TOKEN_FILE = "admin_token"
@@ -285,30 +287,60 @@ class WorkerConfig(uvicorn.Config):
     def __init__(self, settings: Settings, **options: Any) -> None:
         super().__init__("feedback_ui.app:create_app", factory=True, **options)
         self.settings = settings
+        self.supervisor_pid = os.getpid()
+        self.replacing = False
+        """Set once the first workers were spawned: a worker spawned after that replaces one that died."""
 
     def load(self) -> None:
-        _die_with_parent()
+        _die_with(self.supervisor_pid)
         self.app = functools.partial(create_app, self.settings)
         self.http = bounded_http(self.settings.max_header_bytes)
         try:
             super().load()
-        except ConfigError as error:  # the store went away since the supervisor checked it: do not restart
+        except ConfigError as error:
             logging.getLogger("uvicorn.error").error("feedback_ui: error: %s", error)
-            sys.exit(STARTUP_FAILURE)
+            if not self.replacing:  # the first workers: the supervisor stops, `rlhf serve` says why
+                sys.exit(STARTUP_FAILURE)
+            # A replacement while the database is away (restarting, out of connections): the others go on
+            # serving what they can; the supervisor spawns another after this pause.
+            time.sleep(REPLACEMENT_RETRY_S)
+            sys.exit(1)
         redact_tokens_in_access_log()
+
+
+REPLACEMENT_RETRY_S = 2.0
+"""How long a replacement worker that cannot open the store waits before it exits (and is spawned again)."""
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, telling the workers it spawns after the first ones that they are replacements."""
+
+    def __init__(self, config: WorkerConfig, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.worker_config = config
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self.worker_config.replacing = True
+
+    @property
+    def failed_to_start(self) -> bool:
+        """Whether it stopped because a worker could not start."""
+        return any(process.exitcode == STARTUP_FAILURE for process in self.processes)
 
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _die_with(supervisor_pid: int) -> None:
     """Ask Linux to send SIGTERM to this worker when its supervisor dies, even of SIGKILL (no orphan keeps serving
     the port); elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:  # the supervisor died before the request took effect
+        if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            return  # not granted: the worker outlives a killed supervisor, as without this
+    if os.getppid() != supervisor_pid:  # the supervisor died before the request took effect (we were adopted)
         sys.exit(0)
 
 
@@ -332,14 +364,20 @@ class PreparedServer:
         in_main_thread = threading.current_thread() is threading.main_thread()
         # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit lets `finally` clean up.
         # Several workers: uvicorn's supervisor handles the signals, stopping its workers gracefully.
-        previous = signal.getsignal(signal.SIGTERM) if in_main_thread else None
+        handled = (signal.SIGTERM,) if self.workers == 1 else tuple(SUPERVISOR_SIGNALS)
+        previous = {number: signal.getsignal(number) for number in handled} if in_main_thread else {}
         if in_main_thread and self.workers == 1:
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             if server_file is not None:
                 server_file.write_text(json.dumps({"url": self.url, "pid": os.getpid()}) + "\n")
             if self.workers > 1:
-                Multiprocess(self.server.config, sockets=[self.sock]).run()
+                config = self.server.config
+                assert isinstance(config, WorkerConfig)
+                supervisor = Supervisor(config, sockets=[self.sock])
+                supervisor.run()
+                if supervisor.failed_to_start:
+                    raise ConfigError("a server process could not start; its error is in the log above")
             else:
                 self.server.run(sockets=[self.sock])
         finally:
@@ -347,8 +385,9 @@ class PreparedServer:
             if server_file is not None and _written_by_this_process(server_file):
                 with contextlib.suppress(OSError):
                     server_file.unlink()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                if handler is not None:
+                    signal.signal(number, handler)
 
 
 def _written_by_this_process(server_file: Path) -> bool:
@@ -368,10 +407,10 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
     _check_workspace(config.workspace, config.db_url)
     if not 0 <= config.port <= 65_535:
         raise ConfigError(f"--port must be 0-65535, not {config.port}")
-    _check_workers(config.workers, config.db_url)
     sock = bind_socket(config.host, config.port)
     try:
         settings = make_settings(config, port=int(sock.getsockname()[1]))
+        _check_workers(config.workers, settings.resolved_db_url)
         app = create_app(settings)
         service: LabelingService = app.state.service
         missing = [] if config.allow_missing_clips else service.missing_clips()
@@ -400,10 +439,10 @@ def prepare_server(config: ServeConfig) -> PreparedServer:
     return PreparedServer(uvicorn.Server(uvicorn_config), sock, settings, service, workers=config.workers)
 
 
-def _check_workers(workers: int, db_url: str | None) -> None:
+def _check_workers(workers: int, db_url: str) -> None:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
-    if workers > 1 and not (db_url or "").startswith("postgresql"):
+    if workers > 1 and store_url(db_url).get_backend_name() != "postgresql":
         raise ConfigError(
             f"--workers {workers} needs a PostgreSQL store (--db-url postgresql+psycopg://USER@HOST/DB): on SQLite one "
             "server process, which commits the labels of many requests together, is faster than several taking "

@@ -28,7 +28,10 @@ Design choices, at the points where they matter:
   race (one answer per labeler and query, one undo at a time) lock their row with ``SELECT ... FOR UPDATE``.
 * **Leases.** :meth:`PreferenceStore.lease_next` picks a candidate, then claims it with a conditional
   ``UPDATE ... WHERE <lease is free>`` and checks the row count; a lost race retries with the next candidate. This
-  optimistic claim is correct on SQLite and on PostgreSQL under READ COMMITTED. One labeler holds a query at a time;
+  optimistic claim is correct on SQLite and on PostgreSQL under READ COMMITTED. On PostgreSQL one statement tries
+  first (in autocommit, one round trip): ``UPDATE ... WHERE id = coalesce(<held>, <first free, FOR UPDATE SKIP
+  LOCKED>) RETURNING``; when it claims nothing, the picking and claiming above decide, waiting for rows others
+  hold. One labeler holds a query at a time;
   a pair that wants ``k > 1`` labels is served to ``k`` different labelers one after another. An answer is checked
   against the query's row, locked, in its own transaction: it must still want labels, no other labeler may hold a
   live lease on it, and (``require_lease``, as the labeling service asks) the answering labeler must hold it; so no

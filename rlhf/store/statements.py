@@ -82,15 +82,9 @@ HELD_QUERY = (
     .order_by(*SERVING_ORDER)
     .limit(1)
 )
-# PostgreSQL: SKIP LOCKED, so that concurrent callers each take a different row instead of all reading the first
-# and all but one losing the claim (SQLite, one writer at a time, has no such race and renders no FOR UPDATE).
-FREE_QUERY = (
-    select(_q.c.id)
-    .where(_WANTED_BY_LABELER, _LEASE_FREE)
-    .order_by(*SERVING_ORDER)
-    .limit(1)
-    .with_for_update(skip_locked=True, of=_q)
-)
+# No SKIP LOCKED here: this is the path that finds a pair even while another transaction holds its row (an answer
+# in flight to a pair wanting two labels), waiting for it. PostgreSQL first tries LEASE_NEXT, which skips them.
+FREE_QUERY = select(_q.c.id).where(_WANTED_BY_LABELER, _LEASE_FREE).order_by(*SERVING_ORDER).limit(1)
 
 # PostgreSQL: the pair a labeler holds, else the first free one, leased in one statement (one round trip, run in
 # autocommit). The free row is taken with SKIP LOCKED; the claim re-checks it under the row lock.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -355,8 +356,9 @@ class PreferenceStore(LabelerQualityMethods):
         if self._engine.dialect.name == "postgresql":
             # Fresh statistics, as PostgreSQL's docs advise after a bulk load: planned from a table it believes
             # nearly empty, serving the next pair scans every open query (0.5 s at 5000) instead of taking the
-            # first from the index; autovacuum would only analyze it up to a minute later.
-            with self._transaction(write=True) as conn:
+            # first from the index; autovacuum would only analyze it up to a minute later. The queries are stored
+            # already: statistics that could not be refreshed now are left to autovacuum.
+            with contextlib.suppress(DBAPIError), self._transaction(write=True) as conn:
                 conn.execute(text(f"ANALYZE {queries_table.name}"))
         return query_ids
 

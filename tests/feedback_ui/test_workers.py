@@ -6,7 +6,9 @@ exactly once. The PostgreSQL tests need ``RLHF_TEST_POSTGRES_URL`` (set by .ci/r
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,11 +16,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from baselines.common.errors import ConfigError
 from feedback_ui.server import ServeConfig, prepare_server, start_server_in_background
@@ -159,22 +163,96 @@ def test_the_workers_end_with_their_supervisor(workspace: Path, stop: signal.Sig
 
 
 @NEEDS_POSTGRES
-def test_the_workers_redact_tokens_in_their_access_logs(workspace: Path) -> None:
+def test_the_workers_redact_tokens_in_their_access_logs_and_ctrl_c_stops_them(workspace: Path) -> None:
     db_url = postgres_copy(workspace)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "rlhf", "serve", "--workspace", str(workspace), "--port", str(port)]
+    command = [sys.executable, "-m", "rlhf", "serve", "--workspace", str(workspace), "--port", "0"]
     command += ["--workers", "2", "--db-url", db_url, "--log-level", "info"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its own process group, as a terminal's foreground job: Ctrl-C signals the whole group.
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
-        url = f"http://127.0.0.1:{port}"
-        assert _wait_for(lambda: not _port_refuses(url), 60)
+        assert server.stdout is not None
+        first = server.stdout.readline()  # "Labeling service: URL (2 server processes)"
+        url = first.split()[2]
+        assert first.startswith("Labeling service: http://") and "(2 server processes)" in first, first
+        assert _wait_for(lambda: _healthy(url), 60)
         for _ in range(4):
             assert httpx.get(f"{url}/api/health?token=secret-token-123", timeout=30).status_code == 200
     finally:
-        server.send_signal(signal.SIGINT)  # Ctrl-C
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
     assert output.count("GET /api/health?token=[redacted]") == 4, output
     assert "secret-token-123" not in output
+    assert _port_refuses(url)
+
+
+@NEEDS_POSTGRES
+def test_the_store_url_may_come_from_the_environment(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLHF_UI_DB_URL", postgres_copy(workspace))
+    prepared = prepare_server(ServeConfig(workspace=workspace, port=0, workers=2))
+    prepared.sock.close()
+    assert prepared.workers == 2
+
+
+@contextlib.contextmanager
+def _refusing_new_connections(url: str) -> Iterator[None]:
+    """The database takes no new connection inside the block (those open stay); one held open sets it back."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    database = make_url(url).database
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"ALTER DATABASE {database} CONNECTION LIMIT 0"))
+            try:
+                yield
+            finally:
+                conn.execute(text(f"ALTER DATABASE {database} CONNECTION LIMIT -1"))
+    finally:
+        engine.dispose()
+
+
+@NEEDS_POSTGRES
+@pytest.mark.slow
+def test_a_worker_replaced_while_the_database_refuses_connections_waits_for_it(workspace: Path) -> None:
+    """The replacement of a killed worker cannot open the store (here: no new connection allowed); the supervisor
+    must not take that for a broken setup and stop every worker: the other goes on serving, and the replacement
+    serves once the database takes connections again."""
+    db_url = postgres_copy(workspace)
+    with start_server_in_background(workspace, port=0, db_url=db_url, workers=2) as handle:
+        victim, survivor = handle.worker_pids()
+        with _refusing_new_connections(db_url):
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(3 * 0.5 + 2.0)  # a replacement spawned, failed to open the store, and waited
+            assert handle.process is not None and handle.process.poll() is None  # the supervisor goes on
+            assert _alive(survivor)
+            assert httpx.get(f"{handle.url}/api/health", timeout=30).status_code == 200
+        assert _wait_for(lambda: len(handle.worker_pids()) == 2 and victim not in handle.worker_pids(), 30)
+
+
+@NEEDS_POSTGRES
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_workers_serve_under_a_supervisor_that_is_pid_1(workspace: Path) -> None:
+    """As in a container whose entrypoint is `rlhf serve --workers N`: the workers' parent is PID 1."""
+    db_url = postgres_copy(workspace)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-m", "rlhf", "serve"]
+    command += ["--workspace", str(workspace), "--port", str(port), "--workers", "2", "--db-url", db_url]
+    command += ["--log-level", "info"]  # the supervisor logs each worker that died
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: _healthy(f"http://127.0.0.1:{port}"), 60), "no worker served"
+        time.sleep(1.5)  # the supervisor checks its workers every 0.5 s
+    finally:
+        server.kill()  # unshare ignores SIGTERM; --kill-child ends the namespace's PID 1, and with it every worker
+        _, errors = server.communicate(timeout=60)
+    assert "died" not in errors, errors
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -21,6 +22,7 @@ from rlhf.store import AlreadyLabeledError, LabelerQuality, LoopStatus, Preferen
 from rlhf.store import engine as engine_module
 from rlhf.store.schema import metadata
 from tests.store import scenarios
+from tests.store.helpers import FakeClock
 
 URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "")
 pytestmark = pytest.mark.skipif(not URL, reason="set RLHF_TEST_POSTGRES_URL to run the PostgreSQL tests")
@@ -177,3 +179,37 @@ def test_a_connection_dropped_while_in_use_fails_one_call_and_the_pool_is_renewe
         with pytest.raises(OperationalError):
             store.label_counts()
         assert store.label_counts() == {"alice": 0}
+
+
+def test_a_pair_whose_row_another_transaction_holds_is_still_served(url: str) -> None:
+    """Serving skips rows others hold (SKIP LOCKED) first; when that finds nothing, it waits for them instead of
+    answering "nothing to label". Here the only open pair is locked by a late answer in flight (its lease lapsed)."""
+    clock = FakeClock()
+    with scenarios.open_bound(url) as setup:
+        [query_id] = scenarios.add_queries(setup, np.random.default_rng(0), 1, labels_wanted=2)
+    with PreferenceStore(url, clock=clock) as store:
+        late = store.get_or_create_labeler("late").id
+        other = store.get_or_create_labeler("other").id
+        assert store.lease_next(late, lease_seconds=10) is not None
+        clock.advance(60)  # the lease lapsed
+        engine = create_engine(url)
+        locked, released = threading.Event(), threading.Event()
+
+        def answer_in_flight() -> None:
+            with engine.connect() as conn:
+                conn.execute(text(f"SELECT id FROM rlhf_queries WHERE id = {query_id} FOR UPDATE"))
+                locked.set()
+                released.wait(30)
+                time.sleep(0.3)
+                conn.rollback()
+
+        holder = threading.Thread(target=answer_in_flight)
+        holder.start()
+        try:
+            assert locked.wait(30)
+            released.set()
+            served = store.lease_next(other, lease_seconds=10)
+        finally:
+            holder.join(30)
+            engine.dispose()
+    assert served is not None and served.id == query_id
