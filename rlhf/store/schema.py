@@ -112,8 +112,15 @@ queries_table = Table(
     Index("ix_rlhf_queries_lease", "lease_labeler"),
 )
 Index("ix_rlhf_queries_priority", queries_table.c.priority.desc(), queries_table.c.id)
-OPEN = and_(queries_table.c.labels_done < queries_table.c.labels_wanted, queries_table.c.closed_at.is_(None))
-"""SQL predicate: the query still wants labels (and is not closed)."""
+
+
+def is_open(query: NamedFromClause) -> ColumnElement[bool]:
+    """SQL predicate on the queries table or an alias: the query still wants labels (and is not closed)."""
+    return and_(query.c.labels_done < query.c.labels_wanted, query.c.closed_at.is_(None))
+
+
+OPEN = is_open(queries_table)
+"""SQL predicate: the query still wants labels (and is not closed); the open index's predicate."""
 # The open queries in serving order: leasing walks this index and stops at the first match, however many queries
 # were answered before.
 open_index = Index(

@@ -43,6 +43,7 @@ from rlhf.store.schema import (
     MAX_KEY_LENGTH,
     OPEN,
     is_effective,
+    is_open,
     labelers_table,
     labels_table,
     queries_table,
@@ -72,9 +73,26 @@ _q = queries_table
 _P_LABELER: BindParameter[int] = bindparam("p_labeler")
 _P_NOW: BindParameter[float] = bindparam("p_now")
 _P_QUERY: BindParameter[int] = bindparam("p_query")
-_WANTED_BY_LABELER = and_(OPEN, ~answered_by(_q, _P_LABELER))
-_LEASE_FREE = or_(_q.c.lease_labeler.is_(None), _q.c.lease_expires_at <= _P_NOW, _q.c.lease_labeler == _P_LABELER)
-SERVING_ORDER = (_q.c.priority.desc(), _q.c.id)
+
+
+def _wanted_by_labeler(query: NamedFromClause) -> ColumnElement[bool]:
+    """SQL predicate on the queries table or an alias: it still wants labels, not from this labeler."""
+    return and_(is_open(query), ~answered_by(query, _P_LABELER))
+
+
+def _lease_free(query: NamedFromClause) -> ColumnElement[bool]:
+    """SQL predicate: nobody holds the query's lease, it lapsed, or this labeler holds it."""
+    return or_(query.c.lease_labeler.is_(None), query.c.lease_expires_at <= _P_NOW, query.c.lease_labeler == _P_LABELER)
+
+
+def _serving_order(query: NamedFromClause) -> tuple[ColumnElement[Any], ...]:
+    """Highest priority first (the open index's order)."""
+    return query.c.priority.desc(), query.c.id
+
+
+_WANTED_BY_LABELER = _wanted_by_labeler(_q)
+_LEASE_FREE = _lease_free(_q)
+SERVING_ORDER = _serving_order(_q)
 # Two small queries rather than one ORDER BY "held first": each walks an index and stops at the first match.
 HELD_QUERY = (
     select(_q.c.id)
@@ -89,28 +107,17 @@ FREE_QUERY = select(_q.c.id).where(_WANTED_BY_LABELER, _LEASE_FREE).order_by(*SE
 # PostgreSQL: the pair a labeler holds, else the first free one, leased in one statement (one round trip, run in
 # autocommit). The free row is taken with SKIP LOCKED; the claim re-checks it under the row lock.
 _held, _free = queries_table.alias("held"), queries_table.alias("free")
-
-
-def _servable_to_labeler(query: NamedFromClause) -> ColumnElement[bool]:
-    """SQL predicate on an alias of the queries table: it still wants labels, not from this labeler."""
-    is_open = and_(query.c.labels_done < query.c.labels_wanted, query.c.closed_at.is_(None))  # the open index's
-    return and_(is_open, ~answered_by(query, _P_LABELER))
-
-
 _HELD_ID = (
     select(_held.c.id)
-    .where(_held.c.lease_labeler == _P_LABELER, _held.c.lease_expires_at > _P_NOW, _servable_to_labeler(_held))
-    .order_by(_held.c.priority.desc(), _held.c.id)
+    .where(_held.c.lease_labeler == _P_LABELER, _held.c.lease_expires_at > _P_NOW, _wanted_by_labeler(_held))
+    .order_by(*_serving_order(_held))
     .limit(1)
     .scalar_subquery()
 )
 _FREE_ID = (
     select(_free.c.id)
-    .where(
-        _servable_to_labeler(_free),
-        or_(_free.c.lease_labeler.is_(None), _free.c.lease_expires_at <= _P_NOW, _free.c.lease_labeler == _P_LABELER),
-    )
-    .order_by(_free.c.priority.desc(), _free.c.id)
+    .where(_wanted_by_labeler(_free), _lease_free(_free))
+    .order_by(*_serving_order(_free))
     .limit(1)
     .with_for_update(skip_locked=True, of=_free)
     .scalar_subquery()
